@@ -1,0 +1,27 @@
+"""Action documents."""
+
+import mongoengine as me
+
+from st2common.models.db.base import ContentMixin, EscapedDictField
+
+
+class ActionDB(ContentMixin, me.Document):
+    """An action: metadata, runner type and the parameter schema."""
+
+    RESOURCE_TYPE = "action"
+
+    name = me.StringField(required=True)
+    pack = me.StringField(required=True)
+    ref = me.StringField(required=True, unique=True)
+    uid = me.StringField(required=True)
+    description = me.StringField()
+    enabled = me.BooleanField(default=True)
+    entry_point = me.StringField(default="")
+    runner_type = me.DictField(required=True)
+    parameters = EscapedDictField()
+    output_schema = EscapedDictField()
+    notify = EscapedDictField()
+    tags = me.ListField(me.DictField())
+    metadata_file = me.StringField()
+
+    meta = {"collection": "action_d_b", "indexes": ["pack", "name"]}

@@ -1,0 +1,1 @@
+"""The message bus: connection from the config URL, topology, publisher and consumer base."""

@@ -1,0 +1,66 @@
+"""Kombu connections built from [messaging] url.
+
+The URL is the config: ``amqp://`` for RabbitMQ, ``filesystem://`` for the
+embedded default. The filesystem transport keeps every message as a file in
+one shared folder (``data``: in == out, so every process sees every queue)
+and the exchange -> queue tables in ``control``; consumers poll the data
+folder every ``filesystem_polling_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import kombu
+
+from st2common.exceptions import BusError
+
+LOG = logging.getLogger(__name__)
+
+
+def filesystem_folders(root: Path) -> dict[str, str]:
+    """The data and control folders of the filesystem transport under root, created."""
+    data = root / "data"
+    control = root / "control"
+    for folder in (data, control):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {"data_folder_in": str(data), "data_folder_out": str(data), "control_folder": str(control)}
+
+
+def masked_url(url: str) -> str:
+    """The URL with any password replaced, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":********@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def make_connection(messaging) -> kombu.Connection:
+    """A new, unconnected kombu Connection for the [messaging] section."""
+    url = messaging.url
+    options: dict = {}
+    if url.startswith("filesystem:"):
+        options = filesystem_folders(Path(messaging.filesystem_path))
+        options["polling_interval"] = messaging.filesystem_polling_interval
+        # Consumers get one message per poll per queue; let them take a batch.
+        options["prefetch_count"] = messaging.prefetch_count
+    return kombu.Connection(
+        url,
+        transport_options=options,
+        connect_timeout=5,
+        heartbeat=0,
+    )
+
+
+def check_connection(messaging, timeout: float = 3.0) -> None:
+    """Connect once and raise BusError naming the (masked) URL when the bus does not answer."""
+    conn = make_connection(messaging)
+    try:
+        conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:  # kombu raises several unrelated types here
+        raise BusError(f"message bus at {masked_url(messaging.url)} is unreachable: {exc}") from exc
+    finally:
+        conn.release()

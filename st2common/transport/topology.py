@@ -1,0 +1,128 @@
+"""Every exchange and queue of the bus, declared in one place.
+
+Names follow StackStorm's (``st2.execution``, ``st2.liveaction.status`` ...),
+with the ``st2`` part taken from ``[messaging] prefix`` so that tests (and two
+platforms on one broker) never share queues. All exchanges are topic exchanges.
+
+| exchange                         | routing key            | carries                                   |
+| -------------------------------- | ---------------------- | ----------------------------------------- |
+| <p>.<resource>                   | create/update/delete   | {"id"} of a record written (persistence)  |
+| <p>.liveaction.status            | the new status         | {"id"} of an execution that needs work    |
+| <p>.execution.output             | stdout/stderr          | {"id", "execution_id"} of an output chunk |
+| <p>.trigger_instances_dispatch   | trigger type ref       | {"id"} of a stored trigger instance       |
+| <p>.sensor                       | create/update/delete   | {"id"} of a sensor type                   |
+| <p>.announcement                 | the route              | the announcement message itself           |
+| <p>.workflow.status              | the new status         | {"id"} of a workflow execution            |
+
+Work queues are durable and shared by every copy of the consuming service
+(competing consumers). Broadcast queues are per process: every copy sees
+every message (used to refresh in-memory caches and the event stream).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from kombu import Exchange, Queue
+
+from st2common.exceptions import BusError
+
+# Exchange suffix -> what it carries (documentation only; every exchange is a topic one).
+EXCHANGES: dict[str, str] = {
+    "execution": "execution records created, updated, deleted",
+    "liveaction.status": "execution work, routed by the status that needs handling",
+    "execution.output": "output chunks of running executions",
+    "action": "action records",
+    "actionalias": "action alias records",
+    "pack": "pack records",
+    "runnertype": "runner type records",
+    "rule": "rule records",
+    "trigger": "trigger records (watched by sensors, timers and webhooks)",
+    "triggertype": "trigger type records",
+    "trigger_instances_dispatch": "trigger instances to match against rules",
+    "sensor": "sensor type records",
+    "announcement": "announcements published by the announcement runner",
+    "workflow": "workflow execution records",
+    "workflow.status": "workflow work, routed by status",
+    "keyvalue": "datastore items",
+    "policy": "policy records",
+}
+
+# Which exchange a stored resource's create/update/delete events go to.
+RESOURCE_EXCHANGES: dict[str, str] = {
+    "execution": "execution",
+    "action": "action",
+    "action_alias": "actionalias",
+    "pack": "pack",
+    "runner_type": "runnertype",
+    "rule": "rule",
+    "trigger": "trigger",
+    "trigger_type": "triggertype",
+    "sensor_type": "sensor",
+    "workflow_execution": "workflow",
+    "key_value_pair": "keyvalue",
+    "policy": "policy",
+}
+
+# Work queue suffix -> (exchange suffix, binding key). Consumers compete.
+WORK_QUEUES: dict[str, tuple[str, str]] = {
+    "actionrunner.req": ("liveaction.status", "requested"),
+    "actionrunner.work": ("liveaction.status", "scheduled"),
+    "actionrunner.cancel": ("liveaction.status", "canceling"),
+    "actionrunner.pause": ("liveaction.status", "pausing"),
+    "actionrunner.resume": ("liveaction.status", "resuming"),
+    "notifier.execution": ("execution", "update"),
+    "trigger_instances_dispatch.rules_engine": ("trigger_instances_dispatch", "#"),
+    "workflow.work": ("workflow.status", "requested"),
+    "workflow.action.update": ("execution", "update"),
+}
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The bus layout under one prefix; builds kombu Exchange and Queue objects."""
+
+    prefix: str = "st2"
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def exchange(self, name: str) -> Exchange:
+        """The topic exchange <prefix>.<name>."""
+        if name not in EXCHANGES:
+            raise BusError(f"unknown exchange {name!r}; known: {', '.join(sorted(EXCHANGES))}")
+        key = ("x", name)
+        if key not in self._cache:
+            self._cache[key] = Exchange(f"{self.prefix}.{name}", type="topic", durable=True)
+        return self._cache[key]
+
+    def resource_exchange(self, resource_type: str) -> Exchange | None:
+        """The exchange that carries writes of resource_type, or None if nobody listens for them."""
+        name = RESOURCE_EXCHANGES.get(resource_type)
+        return self.exchange(name) if name else None
+
+    def work_queue(self, name: str) -> Queue:
+        """The durable work queue <prefix>.<name>, shared by every copy of its consumer."""
+        if name not in WORK_QUEUES:
+            raise BusError(f"unknown work queue {name!r}; known: {', '.join(sorted(WORK_QUEUES))}")
+        key = ("q", name)
+        if key not in self._cache:
+            exchange, routing_key = WORK_QUEUES[name]
+            self._cache[key] = Queue(
+                f"{self.prefix}.{name}", self.exchange(exchange), routing_key=routing_key, durable=True
+            )
+        return self._cache[key]
+
+    def broadcast_queue(self, exchange: str, routing_key: str = "#", owner: str | None = None) -> Queue:
+        """A queue of this process alone, bound to exchange: every process gets every message."""
+        owner = owner or uuid.uuid4().hex[:12]
+        return Queue(
+            f"{self.prefix}.{exchange}.broadcast.{owner}",
+            self.exchange(exchange),
+            routing_key=routing_key,
+            durable=False,
+            auto_delete=True,
+        )
+
+    def all_work_queues(self) -> list[Queue]:
+        """Every work queue, for declaring them up front."""
+        return [self.work_queue(name) for name in WORK_QUEUES]
