@@ -1,0 +1,1 @@
+"""The action runner: schedules requested executions and runs them with their runners."""

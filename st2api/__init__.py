@@ -1,0 +1,1 @@
+"""The REST API (pecan), with the auth and stream endpoints."""

@@ -1,0 +1,1 @@
+"""The st2 CLI and the Python client."""

@@ -1,0 +1,1 @@
+"""Use-cases shared by several services."""

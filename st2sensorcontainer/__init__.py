@@ -1,0 +1,1 @@
+"""The sensor container: runs pack sensors, each in its own process."""

@@ -1,0 +1,1 @@
+"""The workflow engine: Orquesta and ActionChain workflows."""
