@@ -6,7 +6,12 @@ answers at 127.0.0.1:5672, unless ST2_TEST_REQUIRE_RABBITMQ=1 (CI), where they f
 
 from __future__ import annotations
 
-import eventlet
+import warnings
+
+with warnings.catch_warnings():
+    # eventlet is the chosen stack; its deprecation notice is not news in every run.
+    warnings.simplefilter("ignore")
+    import eventlet
 
 eventlet.monkey_patch()
 
