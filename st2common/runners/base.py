@@ -8,6 +8,7 @@ context (output lines, announcements), so they can be tested alone.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -68,7 +69,7 @@ class RunResult:
         return self.status == statuses.SUCCEEDED
 
 
-class ActionRunner:
+class ActionRunner(abc.ABC):
     """Base class of every runner; subclasses implement run()."""
 
     #: The runner type name this class implements ("local-shell-cmd" ...).
@@ -80,9 +81,9 @@ class ActionRunner:
     def pre_run(self) -> None:
         """Check what run() needs (entry point exists ...); raise RunnerError if it cannot run."""
 
+    @abc.abstractmethod
     def run(self) -> RunResult:
         """Run the action to completion and say how it ended."""
-        raise NotImplementedError("abstract: every runner implements run()")
 
     def cancel(self) -> None:
         """Stop a run in progress (kill its process tree); run() then returns status canceled."""

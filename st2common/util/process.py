@@ -59,3 +59,72 @@ def stop_pid(pid: int, grace: float = 5.0) -> bool:
             break
         time.sleep(0.02)
     return True
+
+
+def _proc_stat(pid: int) -> tuple[int, int, str] | None:
+    """(ppid, pgrp, state) of pid from /proc, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[2]), fields[0]
+
+
+def tree_pids(root: int) -> set[int]:
+    """root, its live descendants and every live member of its process group (when it leads one)."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat is not None and stat[2] != "Z":
+                stats[int(entry)] = stat
+    found = {pid for pid, (_, pgrp, _) in stats.items() if pgrp == root}
+    if root in stats:
+        found.add(root)
+    # Descendants that left the group (setsid, setpgid) still belong to the tree.
+    frontier = set(found)
+    while frontier:
+        frontier = {pid for pid, (ppid, _, _) in stats.items() if ppid in frontier and pid not in found}
+        found |= frontier
+    return found
+
+
+def _signal_all(pids: set[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def kill_tree(root: int, grace: float = 1.0) -> bool:
+    """SIGTERM root's whole process tree, SIGKILL what is left after grace seconds; True if any was killed.
+
+    root is a process started with start_new_session=True (so its pid is also its
+    process group id). Zombies count as gone: reaping them is the parent's job, so
+    this never calls waitpid and never steals an exit status from a Popen object.
+    """
+    pids = tree_pids(root)
+    if not pids:
+        return False
+    if grace > 0:
+        _signal_all(pids, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        delay = 0.002
+        while time.monotonic() < deadline:
+            # Re-scan: a dying shell may still fork, and new children join the tree.
+            pids = tree_pids(root) | {pid for pid in pids if pid_alive(pid)}
+            if not pids:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+    killed = False
+    for _ in range(3):
+        pids = tree_pids(root) | {pid for pid in pids if pid_alive(pid)}
+        if not pids:
+            break
+        _signal_all(pids, signal.SIGKILL)
+        killed = True
+        time.sleep(0.01)
+    return killed
