@@ -277,7 +277,7 @@ def _check_url(section: str, option: str, kind: str, value: str | None) -> None:
     if kind == MONGO_URL:
         if "://" not in value:
             if not value or any(ch in value for ch in "/ @"):
-                raise ConfigError(section, option, f"malformed host {value!r}")
+                raise ConfigError(section, option, f"[{section}] {option}: malformed host {value!r}")
             return
         schemes = _MONGO_SCHEMES
     elif kind == BUS_URL:
@@ -286,15 +286,14 @@ def _check_url(section: str, option: str, kind: str, value: str | None) -> None:
         schemes = ("http", "https")
     parts = urlsplit(value)
     if parts.scheme not in schemes:
-        raise ConfigError(
-            section, option, f"malformed URL {value!r}: scheme must be one of {', '.join(schemes)}"
-        )
+        raise ConfigError(section, option,
+                          f"[{section}] {option}: malformed URL {value!r}: scheme must be one of {', '.join(schemes)}")
     if parts.scheme not in ("filesystem", "memory") and not parts.hostname:
-        raise ConfigError(section, option, f"malformed URL {value!r}: no host")
+        raise ConfigError(section, option, f"[{section}] {option}: malformed URL {value!r}: no host")
     try:
         parts.port
     except ValueError:
-        raise ConfigError(section, option, f"malformed URL {value!r}: bad port") from None
+        raise ConfigError(section, option, f"[{section}] {option}: malformed URL {value!r}: bad port") from None
 
 
 class Section(types.SimpleNamespace):
