@@ -31,8 +31,11 @@ EXECUTION_STATUSES = (
 COMPLETED = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELED, ABANDONED})
 FAILED_STATES = frozenset({FAILED, TIMED_OUT, ABANDONED})
 CANCELABLE = frozenset({REQUESTED, SCHEDULED, DELAYED, RUNNING, PAUSING, PAUSED, RESUMING})
-# Statuses in which a worker process owns the execution.
+# Statuses of an execution that has started and not completed.
 ACTIVE = frozenset({RUNNING, PAUSING, PAUSED, RESUMING, CANCELING, PENDING})
+# Of those, the ones where a worker process holds it; pending (an inquiry) and
+# paused (a workflow) wait for a person or a resume, not for a process.
+WORKER_OWNED = frozenset({RUNNING, PAUSING, RESUMING, CANCELING})
 
 EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
     REQUESTED: frozenset({SCHEDULED, DELAYED, CANCELING, CANCELED, FAILED}),

@@ -3,24 +3,30 @@
 Every write publishes a create/update/delete event ({"id": ...}) on the
 resource's exchange, when the topology has one and a publisher is given.
 The query and update shapes used here are the ones that work on both MongoDB
-and the embedded nx-27017 server (see docs/mongodb-compat.md): prefix matches
-go through ``$regex`` strings, never compiled patterns; lists are appended by
-a conditional rewrite, never ``$push``.
+and the embedded nx-27017 server (see docs/mongodb-compat.md): compiled
+patterns (mongoengine's ``__startswith``, ``__icontains`` ...) are rewritten
+into ``$regex`` strings; counts go through the ``count`` command, or count ids
+when the filter holds an ObjectId; projections keep to top-level fields; lists
+are appended by a conditional rewrite, never ``$push``.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 from typing import Any, Generic, Iterable, TypeVar
 
 import mongoengine as me
-from bson import ObjectId
+from bson import ObjectId, Regex
 from bson.errors import InvalidId
+from mongoengine.connection import ConnectionFailure
 from mongoengine.errors import NotUniqueError
-from pymongo.errors import PyMongoError
+from mongoengine.queryset import transform
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from st2common.exceptions import ConflictError, DatabaseError, NotFoundError
+from st2common.exceptions import ConflictError, DatabaseError, NotFoundError, ValidationError
 from st2common.transport.publisher import Publisher
 
 LOG = logging.getLogger(__name__)
@@ -29,10 +35,76 @@ T = TypeVar("T", bound=me.Document)
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 
+# What a database call may raise that is the database's fault, not the caller's.
+DB_ERRORS = (PyMongoError, ConnectionFailure)
+
+_REGEX_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
+
+# A field no document has. "$pull" on it is a no-op on MongoDB; on nx-27017 it
+# moves the update off its SQL path, which stores a datetime given directly to
+# "$set" as a string ("2026-11-21 06:18:57.289000"), onto its Python path,
+# which stores it as a date.
+_DATE_SAFE_PULL = "_st2_no_such_field"
+_SETTERS = ("$set", "$setOnInsert")
+
 
 def prefix_filter(field: str, prefix: str) -> dict:
     """A raw filter matching values of field that start with prefix."""
     return {field: {"$regex": "^" + re.escape(prefix)}}
+
+
+def portable_filter(value: Any) -> Any:
+    """A mongo filter with compiled patterns replaced by {"$regex": str, "$options": str}.
+
+    nx-27017 matches nothing with a compiled pattern in find and count, and
+    fails a delete with one; the string form means the same on MongoDB.
+    """
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "$regex" and isinstance(item, (re.Pattern, Regex)):
+                pattern, options = _regex_parts(item)
+                out["$regex"] = pattern
+                if options and "$options" not in value:
+                    out["$options"] = options
+            elif isinstance(item, (re.Pattern, Regex)) and not key.startswith("$"):
+                pattern, options = _regex_parts(item)
+                out[key] = {"$regex": pattern, **({"$options": options} if options else {})}
+            else:
+                out[key] = portable_filter(item)
+        return out
+    if isinstance(value, list):
+        return [portable_filter(item) for item in value]
+    return value
+
+
+def _regex_parts(value: re.Pattern | Regex) -> tuple[str, str]:
+    if isinstance(value, Regex):
+        value = value.try_compile()
+    return value.pattern, "".join(letter for flag, letter in _REGEX_FLAGS if value.flags & flag)
+
+
+def portable_update(update: dict) -> dict:
+    """A mongo update document that stores datetimes as dates on nx-27017 too."""
+    if any(isinstance(value, datetime.datetime) for op in _SETTERS for value in update.get(op, {}).values()):
+        update = dict(update)
+        update["$pull"] = {**update.get("$pull", {}), _DATE_SAFE_PULL: None}
+    return update
+
+
+def _holds_object_id(value: Any) -> bool:
+    if isinstance(value, ObjectId):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_object_id(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_object_id(item) for item in value)
+    return False
+
+
+def _top_level(names: Iterable[str]) -> list[str]:
+    """Field names cut to their top-level field, without duplicates, in order."""
+    return list(dict.fromkeys(name.replace("__", ".").split(".")[0] for name in names))
 
 
 def to_object_id(value: Any) -> ObjectId | None:
@@ -90,14 +162,19 @@ class Access(Generic[T]):
 
     def _first(self, **filters: Any) -> T | None:
         try:
-            return self.model.objects(**filters).first()
-        except PyMongoError as exc:
+            return self._queryset(filters, None).first()
+        except DB_ERRORS as exc:
             raise DatabaseError(f"reading {self.resource_type}: {exc}") from exc
 
     def query(self, filters: dict | None = None, raw: dict | None = None, order_by: Iterable[str] = (),
               limit: int | None = None, offset: int = 0, only: Iterable[str] = (),
               exclude: Iterable[str] = ()) -> list[T]:
-        """Documents matching mongoengine filters and a raw filter, sorted and sliced."""
+        """Documents matching mongoengine filters and a raw filter, sorted and sliced.
+
+        ``only`` and ``exclude`` act on top-level fields: a dotted name in
+        ``only`` fetches its whole top-level field, and a dotted name in
+        ``exclude`` is ignored (nx-27017 flattens or ignores nested projections).
+        """
         queryset = self._queryset(filters, raw)
         if order_by:
             queryset = queryset.order_by(*order_by)
@@ -106,50 +183,90 @@ class Access(Generic[T]):
         if limit is not None:
             queryset = queryset.limit(limit)
         if only:
-            queryset = queryset.only(*only)
+            queryset = queryset.only(*_top_level(only))
+        exclude = [name for name in exclude if "." not in name and "__" not in name]
         if exclude:
             queryset = queryset.exclude(*exclude)
         try:
             return list(queryset)
-        except PyMongoError as exc:
+        except DB_ERRORS as exc:
             raise DatabaseError(f"querying {self.resource_type}: {exc}") from exc
 
     def count(self, filters: dict | None = None, raw: dict | None = None) -> int:
-        """How many documents match; costly on the embedded server, so only when asked for."""
+        """How many documents match (for X-Total-Count; keep it off the hot path)."""
         try:
-            return self._queryset(filters, raw).count()
-        except PyMongoError as exc:
+            query = self._queryset(filters, raw)._query
+            collection = self.model._get_collection()
+            if _holds_object_id(query):
+                # nx-27017's count command cannot bind ObjectIds and its
+                # count_documents drops matches on them: count the ids instead.
+                return sum(1 for _ in collection.find(query, {"_id": 1}))
+            # The count command agrees with find on both servers; count_documents
+            # (an aggregation) disagrees on nx-27017 for null and $exists.
+            return int(collection.database.command("count", collection.name, query=query)["n"])
+        except DB_ERRORS as exc:
             raise DatabaseError(f"counting {self.resource_type}: {exc}") from exc
 
     def _queryset(self, filters: dict | None, raw: dict | None):
-        kwargs = dict(filters or {})
+        """A queryset for filters and raw, in the portable filter shape."""
+        query = self.model.objects(**(filters or {}))._query
         if raw:
-            kwargs["__raw__"] = raw
-        return self.model.objects(**kwargs)
+            query = {"$and": [query, raw]} if query else dict(raw)
+        return self.model.objects(__raw__=portable_filter(query))
 
     # -- writes -------------------------------------------------------------------------
 
     def add_or_update(self, doc: T, publish: bool = True) -> T:
-        """Insert or save doc; ConflictError when a unique field clashes."""
-        created = doc.pk is None
+        """Insert or save doc; ConflictError when a unique field clashes.
+
+        Saving an existing document bumps its revision, so a concurrent
+        update_if/append on the old revision loses instead of overwriting it.
+        """
+        created = doc.pk is None or doc._created
+        if not created and "revision" in self.model._fields:
+            doc.revision = (doc.revision or 0) + 1
         try:
-            doc.save()
-        except NotUniqueError as exc:
+            if created:
+                doc.save()
+            else:
+                self._save_changes(doc)
+        except (NotUniqueError, DuplicateKeyError) as exc:
             raise ConflictError(f"{self.resource_type} conflicts with an existing one: {exc}",
                                 conflict_id=self._conflicting_id(doc)) from exc
-        except PyMongoError as exc:
+        except me.ValidationError as exc:
+            raise self._invalid(exc) from exc
+        except DB_ERRORS as exc:
             raise DatabaseError(f"writing {self.resource_type}: {exc}") from exc
         if publish:
             self.publish(CREATE if created else UPDATE, doc)
         return doc
 
+    def _save_changes(self, doc: T) -> None:
+        """Write the changed fields of a loaded document (mongoengine's save, in the portable shape)."""
+        doc.validate()
+        sets, unsets = doc._delta()
+        update = {}
+        if sets:
+            update["$set"] = sets
+        if unsets:
+            update["$unset"] = {name: 1 for name in unsets}
+        if update:
+            result = self.model._get_collection().update_one({"_id": doc.pk}, portable_update(update))
+            if result.matched_count == 0:
+                raise NotFoundError(self.resource_type, doc.pk)
+        doc._clear_changed_fields()
+
     def _conflicting_id(self, doc: T) -> str | None:
         for name, field in self.model._fields.items():
             if getattr(field, "unique", False) and getattr(doc, name, None) is not None:
                 other = self._first(**{name: getattr(doc, name)})
-                if other is not None:
+                if other is not None and other.pk != doc.pk:
                     return str(other.pk)
         return None
+
+    def _invalid(self, exc: me.ValidationError) -> ValidationError:
+        fields = sorted((exc.errors or {}).keys())
+        return ValidationError(f"invalid {self.resource_type}: {exc}", field=fields[0] if fields else None)
 
     def update_if(self, doc_id: Any, expected: dict[str, Any], changes: dict[str, Any],
                   publish: bool = True) -> T | None:
@@ -165,10 +282,19 @@ class Access(Generic[T]):
         update.update({f"unset__{name}": True for name, value in changes.items() if value is None})
         if "revision" in self.model._fields:
             update["inc__revision"] = 1
+        if not update:
+            return self._first(id=oid, **expected)
         try:
-            doc = self.model.objects(id=oid, **expected).modify(new=True, **update)
-        except PyMongoError as exc:
+            query = self._queryset({"id": oid, **expected}, None)._query
+            son = self.model._get_collection().find_one_and_update(
+                query, portable_update(transform.update(self.model, **update)),
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError as exc:
+            raise ConflictError(f"{self.resource_type} {doc_id} would clash with an existing one: {exc}") from exc
+        except DB_ERRORS as exc:
             raise DatabaseError(f"updating {self.resource_type} {doc_id}: {exc}") from exc
+        doc = self.model._from_son(son) if son is not None else None
         if doc is not None and publish:
             self.publish(UPDATE, doc)
         return doc
@@ -194,21 +320,30 @@ class Access(Generic[T]):
         raise DatabaseError(f"appending to {self.resource_type} {doc_id}.{field}: too much contention")
 
     def insert_many(self, docs: list[T]) -> list[T]:
-        """Bulk insert; no events are published (used by registration and imports)."""
+        """Bulk insert of validated documents; no events are published (registration, imports).
+
+        Inserts are ordered: on a ConflictError the documents before the
+        clashing one are stored and the rest are not.
+        """
         if not docs:
             return []
+        for doc in docs:
+            try:
+                doc.validate()
+            except me.ValidationError as exc:
+                raise self._invalid(exc) from exc
         try:
             return self.model.objects.insert(docs)
         except NotUniqueError as exc:
             raise ConflictError(f"{self.resource_type} conflicts with an existing one: {exc}") from exc
-        except PyMongoError as exc:
+        except DB_ERRORS as exc:
             raise DatabaseError(f"inserting {self.resource_type}: {exc}") from exc
 
     def delete(self, doc: T, publish: bool = True) -> None:
         """Delete doc and publish its deletion."""
         try:
             doc.delete()
-        except PyMongoError as exc:
+        except DB_ERRORS as exc:
             raise DatabaseError(f"deleting {self.resource_type} {doc.pk}: {exc}") from exc
         if publish:
             self.publish(DELETE, doc)
@@ -217,7 +352,7 @@ class Access(Generic[T]):
         """Delete every matching document without events; returns how many."""
         try:
             return self._queryset(filters, raw).delete()
-        except PyMongoError as exc:
+        except DB_ERRORS as exc:
             raise DatabaseError(f"deleting {self.resource_type}: {exc}") from exc
 
     # -- events -------------------------------------------------------------------------

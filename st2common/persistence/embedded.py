@@ -53,10 +53,15 @@ class EmbeddedMongo:
         if self.ping(timeout_ms=300):
             raise DatabaseError(f"something already answers on {self.host}:{self.port}")
         out = stdout if stdout is not None else open(self.run_dir / "nx-27017.out", "ab")
-        self.process = subprocess.Popen(
-            self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True,
+            )
+        finally:
+            if stdout is None:
+                # The child holds its own copy; ours would leak for the process lifetime.
+                out.close()
         self.wait_ready(timeout)
         return self.process.pid
 

@@ -2,7 +2,7 @@
 
 import mongoengine as me
 
-from st2common.models.db.base import ContentMixin, EscapedDictField
+from st2common.models.db.base import ContentMixin, EscapedDictField, WholeDictField, WholeListField
 
 
 class ActionDB(ContentMixin, me.Document):
@@ -17,11 +17,11 @@ class ActionDB(ContentMixin, me.Document):
     description = me.StringField()
     enabled = me.BooleanField(default=True)
     entry_point = me.StringField(default="")
-    runner_type = me.DictField(required=True)
+    runner_type = WholeDictField(required=True)
     parameters = EscapedDictField()
     output_schema = EscapedDictField()
     notify = EscapedDictField()
-    tags = me.ListField(me.DictField())
+    tags = WholeListField(me.DictField())
     metadata_file = me.StringField()
 
     meta = {"collection": "action_d_b", "indexes": ["pack", "name"]}

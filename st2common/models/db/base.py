@@ -6,20 +6,21 @@ import datetime
 from typing import Any
 
 import mongoengine as me
+from mongoengine.base.datastructures import BaseDict, BaseList
 
 # MongoDB keys may not contain "." or start with "$"; StackStorm stores such keys
 # (parameters, results, payloads) escaped with these full-width look-alikes.
-_ESCAPES = (("\\", "\\\\"), ("$", "\uff04"), (".", "\uff0e"))
+_ESCAPES = (("$", "\uff04"), (".", "\uff0e"))
 
 
 def _escape_key(key: str) -> str:
-    for raw, escaped in _ESCAPES[1:]:
+    for raw, escaped in _ESCAPES:
         key = key.replace(raw, escaped)
     return key
 
 
 def _unescape_key(key: str) -> str:
-    for raw, escaped in _ESCAPES[1:]:
+    for raw, escaped in _ESCAPES:
         key = key.replace(escaped, raw)
     return key
 
@@ -42,7 +43,89 @@ def unescape(value: Any) -> Any:
     return value
 
 
-class EscapedDictField(me.DictField):
+class _WholeDict(BaseDict):
+    """A tracked dict whose changes, at any depth, mark the whole field changed.
+
+    mongoengine records a change to ``parameters["a.b"]`` as the path
+    ``parameters.a.b`` and saves it as ``$set``/``$unset`` on that path, which
+    splits the key at its dot (and bypasses the escaping); a change to
+    ``log[0]`` becomes ``$set {"log.0": ...}``, which nx-27017 silently ignores.
+    Rewriting the whole field on any change avoids both.
+    """
+
+    # Nothing here holds references; stops mongoengine re-wrapping (and so
+    # detaching) the value on every attribute access.
+    _dereferenced = True
+
+    def __getitem__(self, key):
+        return _track(dict.__getitem__(self, key), self, key)
+
+    def _mark_as_changed(self, key=None):
+        if hasattr(self._instance, "_mark_as_changed"):
+            self._instance._mark_as_changed(self._name)
+
+
+class _WholeList(BaseList):
+    """The list counterpart of _WholeDict."""
+
+    _dereferenced = True
+
+    def __getitem__(self, key):
+        value = list.__getitem__(self, key)
+        return value if isinstance(key, slice) else _track(value, self, key)
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+
+    def _mark_as_changed(self, key=None):
+        if hasattr(self._instance, "_mark_as_changed"):
+            self._instance._mark_as_changed(self._name)
+
+
+def _track(value: Any, parent: BaseDict | BaseList, key: Any) -> Any:
+    """value wrapped (in place in parent) so its changes mark parent's whole field."""
+    if isinstance(value, dict) and not isinstance(value, _WholeDict):
+        wrapped = _WholeDict(value, None, parent._name)
+    elif isinstance(value, list) and not isinstance(value, _WholeList):
+        wrapped = _WholeList(value, None, parent._name)
+    else:
+        return value
+    wrapped._instance = parent._instance
+    if isinstance(parent, dict):
+        dict.__setitem__(parent, key, wrapped)
+    else:
+        list.__setitem__(parent, key, wrapped)
+    return wrapped
+
+
+def _wrap_field_value(field: me.fields.BaseField, instance: Any, value: Any) -> Any:
+    if isinstance(value, dict) and not isinstance(value, _WholeDict):
+        value = _WholeDict(value, instance, field.name)
+        instance._data[field.name] = value
+    elif isinstance(value, list) and not isinstance(value, _WholeList):
+        value = _WholeList(value, instance, field.name)
+        instance._data[field.name] = value
+    return value
+
+
+class WholeDictField(me.DictField):
+    """A dict field saved as a whole whenever anything in it changes."""
+
+    def __get__(self, instance, owner):
+        value = super().__get__(instance, owner)
+        return value if instance is None else _wrap_field_value(self, instance, value)
+
+
+class WholeListField(me.ListField):
+    """A list field saved as a whole whenever anything in it changes."""
+
+    def __get__(self, instance, owner):
+        value = super().__get__(instance, owner)
+        return value if instance is None else _wrap_field_value(self, instance, value)
+
+
+class EscapedDictField(WholeDictField):
     """A dict field whose keys may hold "." and "$"."""
 
     def to_mongo(self, value, use_db_field=True, fields=None):
@@ -57,6 +140,10 @@ class EscapedDictField(me.DictField):
 
 class EscapedDynamicField(me.DynamicField):
     """Any JSON value (dict, list, scalar) with escaped keys; for results and payloads."""
+
+    def __get__(self, instance, owner):
+        value = super().__get__(instance, owner)
+        return value if instance is None else _wrap_field_value(self, instance, value)
 
     def to_mongo(self, value, use_db_field=True, fields=None):
         return escape(value)

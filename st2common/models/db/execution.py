@@ -3,7 +3,9 @@
 import mongoengine as me
 
 from st2common import statuses
-from st2common.models.db.base import EscapedDictField, EscapedDynamicField, utcnow
+from st2common.models.db.base import (
+    EscapedDictField, EscapedDynamicField, WholeDictField, WholeListField, utcnow,
+)
 
 
 class ExecutionDB(me.Document):
@@ -21,8 +23,8 @@ class ExecutionDB(me.Document):
     result_size = me.IntField(default=0)
     context = EscapedDictField()
     parent = me.StringField()
-    children = me.ListField(me.StringField())
-    log = me.ListField(me.DictField())
+    children = WholeListField(me.StringField())
+    log = WholeListField(me.DictField())
     delay = me.IntField()
     notify = EscapedDictField()
     rule = EscapedDictField()
@@ -32,7 +34,7 @@ class ExecutionDB(me.Document):
     workflow_execution = me.StringField()
     task_execution = me.StringField()
     # Which worker owns it while it runs: {hostname, pid, worker_id}.
-    runner_info = me.DictField()
+    runner_info = WholeDictField()
     start_timestamp = me.DateTimeField(default=utcnow)
     end_timestamp = me.DateTimeField()
     # Bumped on every write, so a conditional update can detect a concurrent one.

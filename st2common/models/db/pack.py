@@ -2,7 +2,7 @@
 
 import mongoengine as me
 
-from st2common.models.db.base import EscapedDictField
+from st2common.models.db.base import EscapedDictField, WholeListField
 
 
 class PackDB(me.Document):
@@ -14,16 +14,16 @@ class PackDB(me.Document):
     uid = me.StringField(required=True)
     name = me.StringField(required=True)
     description = me.StringField(required=True)
-    keywords = me.ListField(me.StringField())
+    keywords = WholeListField(me.StringField())
     version = me.StringField(required=True)
     stackstorm_version = me.StringField()
-    python_versions = me.ListField(me.StringField())
+    python_versions = WholeListField(me.StringField())
     author = me.StringField(required=True)
     email = me.StringField()
-    contributors = me.ListField(me.StringField())
-    dependencies = me.ListField(me.StringField())
+    contributors = WholeListField(me.StringField())
+    dependencies = WholeListField(me.StringField())
     system = EscapedDictField()
-    files = me.ListField(me.StringField())
+    files = WholeListField(me.StringField())
     path = me.StringField()
 
     meta = {"collection": "pack_d_b", "indexes": ["name"]}
