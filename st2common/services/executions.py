@@ -1,39 +1,90 @@
-"""Execution use-cases shared by the services: status changes through the transition table."""
+"""Execution use-cases shared by the services: request, status changes through the transition
+table, cancel, re-run, results and output.
+
+What each use-case writes and publishes:
+
+| use-case       | write                                   | messages                                          |
+| -------------- | --------------------------------------- | ------------------------------------------------- |
+| request        | insert (status requested); parent's     | execution create; liveaction.status ``requested`` |
+|                | children list when it has a parent      |                                                   |
+| update_status  | one compare-and-set on the old status   | execution update; liveaction.status <new status>  |
+|                |                                         | when publish_work (callers pass it for statuses a |
+|                |                                         | work queue consumes: WORK_STATUSES)               |
+| cancel         | update_status to canceled (not started  | as update_status (``canceling`` reaches the       |
+|                | yet) or canceling (running)             | action runners)                                   |
+| re_run         | as request, context["re-run"]           | as request                                        |
+| store_outputs  | one bulk insert of output chunks        | execution.output <stdout|stderr> {id, execution_id} |
+
+Results bigger than ``[actionrunner] max_result_size`` bytes (as JSON) are
+stored truncated, never rejected: the result becomes
+``{"result_truncated": true, "original_size": n, "max_result_size": m,
+"preview": <the first bytes of its JSON text>}`` plus, for a dict result, its
+short scalar fields (return_code, succeeded, failed, status_code ...) so the
+outcome stays readable.
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 from typing import Any
 
+from st2common import parameters as params
 from st2common import statuses
-from st2common.exceptions import StaleRecordError
+from st2common.exceptions import NotFoundError, StaleRecordError, TransitionError, ValidationError
+from st2common.models.db.action import ActionDB
 from st2common.models.db.base import utcnow
-from st2common.models.db.execution import ExecutionDB
+from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
+from st2common.models.db.runner import RunnerTypeDB
 from st2common.persistence.access import Access
+from st2common.transport.publisher import Publisher
+from st2common.transport.topology import WORK_QUEUES
 
 LOG = logging.getLogger(__name__)
 
 WORK_EXCHANGE = "liveaction.status"
+OUTPUT_EXCHANGE = "execution.output"
+# Statuses some work queue consumes; only these need a message on WORK_EXCHANGE.
+WORK_STATUSES = frozenset(key for exchange, key in WORK_QUEUES.values() if exchange == WORK_EXCHANGE)
+# StackStorm's default [system_user] user: the requester when a caller names none.
+SYSTEM_USER = "stanley"
+CANCELED_MESSAGE = "Action canceled by user."
+# Result fields kept beside a truncated result's preview when short enough.
+_KEPT_SCALAR_LENGTH = 256
+_PREVIEW_LIMIT = 64 * 1024
+_CONFLICT_ATTEMPTS = 20
+
+
+def access(publisher: Publisher | None) -> Access[ExecutionDB]:
+    """Access to executions, publishing their writes through publisher."""
+    return Access(ExecutionDB, publisher)
 
 
 def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_status: str,
-                  publish_work: bool = True, **changes: Any) -> ExecutionDB:
+                  publish_work: bool = True, via: tuple[str, ...] = (), **changes: Any) -> ExecutionDB:
     """Move execution to new_status if the table allows it and nobody moved it first.
 
     One conditional write (on the old status) and, when publish_work, one
     message on the liveaction.status exchange routed by the new status. The
     execution's log gets the {status, timestamp} entry in the same write.
+    Statuses in via are passed through on the way, in the same write: each
+    step is checked against the table and logged (the action runner claims a
+    request it schedules itself as requested -> scheduled -> running at once).
     Raises TransitionError for a change the table refuses, StaleRecordError
     when another writer changed the status in between.
     """
     old_status = execution.status
-    statuses.check_transition("execution", execution.pk, old_status, new_status)
+    step_from = old_status
+    for step in (*via, new_status):
+        statuses.check_transition("execution", execution.pk, step_from, step)
+        step_from = step
     now = utcnow()
     fields = dict(changes)
     fields["status"] = new_status
     if new_status in statuses.COMPLETED and "end_timestamp" not in fields:
         fields["end_timestamp"] = now
-    fields["log"] = list(execution.log or []) + [{"status": new_status, "timestamp": now}]
+    fields["log"] = list(execution.log or []) + [{"status": step, "timestamp": now} for step in (*via, new_status)]
     updated = access.update_if(execution.pk, {"status": old_status}, fields)
     if updated is None:
         raise StaleRecordError(f"execution {execution.pk} is no longer {old_status!r}")
@@ -41,3 +92,208 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     if publish_work and access.publisher is not None:
         access.publisher.publish(WORK_EXCHANGE, new_status, {"id": str(updated.pk)})
     return updated
+
+
+# -- request ------------------------------------------------------------------------------------
+
+def runner_name(action: ActionDB) -> str:
+    """The name of the runner type an action runs with."""
+    runner_type = action.runner_type or {}
+    return runner_type.get("name", "") if isinstance(runner_type, dict) else str(runner_type)
+
+
+def action_dict(action: ActionDB) -> dict[str, Any]:
+    """The action as an execution carries it (StackStorm's Action shape, runner_type a name)."""
+    return {
+        "id": str(action.pk), "uid": action.uid, "ref": action.ref, "name": action.name,
+        "pack": action.pack, "description": action.description or "", "enabled": action.enabled,
+        "entry_point": action.entry_point or "", "runner_type": runner_name(action),
+        "parameters": dict(action.parameters or {}), "output_schema": dict(action.output_schema or {}),
+        "notify": dict(action.notify or {}), "tags": list(action.tags or []),
+        "metadata_file": action.metadata_file or "",
+    }
+
+
+def runner_dict(runner: RunnerTypeDB) -> dict[str, Any]:
+    """The runner type as an execution carries it (StackStorm's RunnerType shape)."""
+    return {
+        "id": str(runner.pk), "uid": runner.uid, "name": runner.name, "description": runner.description or "",
+        "enabled": runner.enabled, "runner_package": runner.runner_package,
+        "runner_module": runner.runner_module, "runner_parameters": dict(runner.runner_parameters or {}),
+        "output_key": runner.output_key, "output_schema": dict(runner.output_schema or {}),
+    }
+
+
+def _load_action(action_ref: str) -> tuple[ActionDB, RunnerTypeDB]:
+    action = Access(ActionDB).get(ref=action_ref)
+    if action is None:
+        raise NotFoundError("action", action_ref, f'Action "{action_ref}" cannot be found.')
+    if not action.enabled:
+        raise ValidationError(f'Unable to execute. Action "{action_ref}" is disabled.', field="action")
+    name = runner_name(action)
+    runner = Access(RunnerTypeDB).get(name=name)
+    if runner is None:
+        raise NotFoundError("runner_type", name, f'Runner type "{name}" of action "{action_ref}" cannot be found.')
+    if not runner.enabled:
+        raise ValidationError(f'Runner "{name}" has been disabled by the administrator.', field="action")
+    return action, runner
+
+
+def _check_delay(delay: Any) -> int | None:
+    if delay is None:
+        return None
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+        raise ValidationError(f"delay must be a whole number of milliseconds >= 0, got {delay!r}", field="delay")
+    return delay or None
+
+
+def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | None = None, *,
+            context: dict[str, Any] | None = None, delay: int | None = None, parent: str | None = None,
+            notify: dict[str, Any] | None = None, trace_tag: str | None = None,
+            user: str | None = None) -> ExecutionDB:
+    """Validate a request for action_ref, store it as ``requested`` and tell the scheduler.
+
+    NotFoundError names an unknown action; ParameterError names a parameter
+    that is unknown, immutable, of the wrong type, missing or fails to render.
+    """
+    action, runner = _load_action(action_ref)
+    delay = _check_delay(delay)
+    executions = access(publisher)
+    ctx = dict(context or {})
+    parent_doc = None
+    if parent:
+        parent_doc = executions.get_by_id(parent)
+        ctx["parent"] = {**dict(ctx.get("parent") or {}), "execution_id": str(parent_doc.pk)}
+        # A child runs on behalf of whoever started its parent (StackStorm's rule).
+        user = (parent_doc.context or {}).get("user") or user
+    ctx["user"] = user or ctx.get("user") or SYSTEM_USER
+    ctx.setdefault("pack", action.pack)
+    if trace_tag:
+        ctx["trace_context"] = {"trace_tag": trace_tag}
+    schema = params.ParameterSchema.build(runner.runner_parameters, action.parameters, action.ref)
+    live = params.render_live(schema, parameters, ctx)
+
+    now = utcnow()
+    execution = ExecutionDB(
+        status=statuses.REQUESTED, action_ref=action.ref, action=action_dict(action), runner=runner_dict(runner),
+        parameters=live, context=ctx, parent=str(parent_doc.pk) if parent_doc else None, delay=delay,
+        notify=dict(notify or action.notify or {}), log=[{"status": statuses.REQUESTED, "timestamp": now}],
+        start_timestamp=now,
+    )
+    executions.add_or_update(execution)
+    if parent_doc is not None:
+        executions.append(parent_doc.pk, "children", [str(execution.pk)])
+    publisher.publish(WORK_EXCHANGE, statuses.REQUESTED, {"id": str(execution.pk)})
+    LOG.info("execution %s of %s requested by %s", execution.pk, action.ref, ctx["user"])
+    return execution
+
+
+def re_run(publisher: Publisher, execution_id: str, parameters: dict[str, Any] | None = None, *,
+           no_merge: bool = False, delay: int | None = None, user: str | None = None,
+           tasks: list[str] | None = None, reset: list[str] | None = None) -> ExecutionDB:
+    """Request the action of an earlier execution again, its parameters overlaid by parameters."""
+    old = access(publisher).get_by_id(execution_id)
+    tasks, reset = list(tasks or []), list(reset or [])
+    runner = (old.runner or {}).get("name") or (old.action or {}).get("runner_type")
+    if (tasks or reset) and runner != "orquesta":
+        raise ValidationError("tasks and reset are only supported for Orquesta workflows", field="tasks")
+    if tasks and parameters:
+        raise ValidationError("parameters override is not supported when re-running specific tasks",
+                              field="parameters")
+    if not set(reset) <= set(tasks):
+        raise ValidationError(f"only tasks that are re-run can be reset: {sorted(set(reset) - set(tasks))}",
+                              field="reset")
+    merged = dict(parameters or {}) if no_merge else {**dict(old.parameters or {}), **dict(parameters or {})}
+    rerun: dict[str, Any] = {"ref": str(old.pk)}
+    if tasks:
+        rerun["tasks"] = tasks
+    if reset:
+        rerun["reset"] = reset
+    context: dict[str, Any] = {"re-run": rerun}
+    old_context = old.context or {}
+    if old_context.get("trace_context"):
+        context["trace_context"] = old_context["trace_context"]
+    return request(publisher, old.action_ref, merged, context=context, delay=delay, notify=old.notify or None,
+                   user=user or old_context.get("user"))
+
+
+# -- cancel -------------------------------------------------------------------------------------
+
+def cancel(publisher: Publisher, execution_id: str, user: str | None = None) -> ExecutionDB:
+    """Ask for an execution to stop: canceled at once if no runner has it yet, else canceling.
+
+    Already canceled or canceling: returned unchanged. Completed otherwise:
+    TransitionError (StackStorm answers it with a 200 carrying a faultstring).
+    """
+    executions = access(publisher)
+    execution = executions.get_by_id(execution_id)
+    for _ in range(_CONFLICT_ATTEMPTS):
+        status = execution.status
+        if status in (statuses.CANCELED, statuses.CANCELING):
+            return execution
+        if status not in statuses.CANCELABLE:
+            raise TransitionError("execution", execution.pk, status, statuses.CANCELING)
+        not_started = status in (statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED)
+        try:
+            if not_started and not execution.parent:
+                return update_status(executions, execution, statuses.CANCELED, publish_work=False,
+                                     result={"message": CANCELED_MESSAGE, "user": user or SYSTEM_USER})
+            # A runner holds it (or, for a workflow child, the workflow decides): the action
+            # runners get the canceling message and stop it.
+            return update_status(executions, execution, statuses.CANCELING)
+        except StaleRecordError:
+            execution = executions.get_by_id(execution_id)
+    raise StaleRecordError(f"execution {execution_id} kept changing while being canceled")
+
+
+# -- results and output -------------------------------------------------------------------------
+
+def _json_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def limit_result(result: Any, max_size: int) -> tuple[Any, int]:
+    """The result as it is stored (JSON-safe, truncated past max_size bytes) and its size in bytes."""
+    coerced = False
+
+    def fallback(value: Any) -> Any:
+        nonlocal coerced
+        coerced = True
+        return list(value) if isinstance(value, (set, frozenset, tuple)) else str(value)
+
+    text = json.dumps(result, default=fallback, separators=(",", ":"))
+    if coerced:
+        result = json.loads(text)
+    size = _json_size(text)
+    if max_size <= 0 or size <= max_size:
+        return result, size
+    truncated: dict[str, Any] = {}
+    if isinstance(result, dict):
+        for key, value in result.items():
+            if value is None or isinstance(value, (bool, int, float)) or (
+                    isinstance(value, str) and len(value) <= _KEPT_SCALAR_LENGTH):
+                truncated[key] = value
+    truncated.update({"result_truncated": True, "original_size": size, "max_result_size": max_size,
+                      "preview": text[:min(max_size // 2, _PREVIEW_LIMIT)]})
+    LOG.warning("result of %d bytes truncated (max_result_size %d)", size, max_size)
+    return truncated, _json_size(json.dumps(truncated, separators=(",", ":")))
+
+
+def store_output(publisher: Publisher | None, execution: ExecutionDB, output_type: str,
+                 data: str) -> ExecutionOutputDB:
+    """Store one chunk of a running execution's output and announce it on execution.output."""
+    return store_outputs(publisher, execution, [(output_type, data, utcnow())])[0]
+
+
+def store_outputs(publisher: Publisher | None, execution: ExecutionDB,
+                  chunks: list[tuple[str, str, datetime.datetime]]) -> list[ExecutionOutputDB]:
+    """Store chunks (output_type, data, timestamp) in one bulk insert, in order; announce each."""
+    runner_ref = (execution.runner or {}).get("name")
+    docs = [ExecutionOutputDB(execution_id=str(execution.pk), action_ref=execution.action_ref,
+                              runner_ref=runner_ref, timestamp=timestamp, output_type=output_type, data=data)
+            for output_type, data, timestamp in chunks]
+    docs = Access(ExecutionOutputDB).insert_many(docs)
+    if publisher is not None:
+        for doc in docs:
+            publisher.publish(OUTPUT_EXCHANGE, doc.output_type, {"id": str(doc.pk), "execution_id": str(execution.pk)})
+    return docs

@@ -1,0 +1,169 @@
+"""The scheduler: requested executions become scheduled, or delayed until they are due.
+
+| consumes            | liveaction.status ``requested`` (queue actionrunner.req, every copy competes) |
+| ------------------- | ------------------------------------------------------------------------------ |
+| due now             | requested/delayed -> scheduled (one compare-and-set)                            |
+| delay (ms) not over | requested -> delayed, then a green timer for the rest; -> scheduled when it fires |
+| hands on to         | this process's dispatcher when it has room (no bus hop), else the bus           |
+|                     | (liveaction.status ``scheduled``, queue actionrunner.work)                      |
+
+The record is the truth: a delay is counted from the execution's
+start_timestamp, so a timer lost with its process is made good at the next
+start (``resume_delayed`` arms timers for every delayed record) or by the sweep
+(it moves due ``delayed`` records back to ``requested``, which brings them here
+again and they are scheduled at once).
+
+When this process's dispatcher has room, the execution is not put on the bus
+at all: the dispatcher claims it in one compare-and-set that passes through
+``scheduled`` to ``running`` (both steps checked against the table and logged),
+saving a write, a publish and a consume per execution. This stays correct with
+several copies: the copies already share the requests through the competing
+actionrunner.req queue; the claim is conditional on the status this scheduler
+read, so a cancel in between wins; a dispatcher whose pool is full leaves the
+execution ``scheduled`` on the bus for any copy; and a process that dies before
+its claim leaves a ``requested`` record the sweep re-publishes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any, Protocol
+
+import eventlet
+
+from st2common import statuses
+from st2common.exceptions import NotFoundError, StaleRecordError, TransitionError
+from st2common.models.db.base import utcnow
+from st2common.models.db.execution import ExecutionDB
+from st2common.persistence.access import Access
+from st2common.services import executions
+from st2common.transport.consumer import Handler
+from st2common.transport.publisher import Publisher
+
+LOG = logging.getLogger(__name__)
+
+QUEUE = "actionrunner.req"
+
+
+def load(access: Access[ExecutionDB], body: dict[str, Any]) -> ExecutionDB | None:
+    """The execution a message points at, or None when there is none."""
+    try:
+        return access.get_by_id(body.get("id"))
+    except NotFoundError:
+        return None
+
+
+class LocalDispatcher(Protocol):
+    """What the scheduler needs of the dispatcher in its process."""
+
+    def has_room(self) -> bool:
+        """True when it can start a run now."""
+
+    def start(self, execution: ExecutionDB) -> bool:
+        """Claim (requested/delayed/scheduled -> running) and run the execution."""
+
+
+def due_in(execution: ExecutionDB, now: datetime.datetime) -> float:
+    """Seconds until execution may be scheduled (0 when due or without a delay)."""
+    if not execution.delay:
+        return 0.0
+    due = execution.start_timestamp + datetime.timedelta(milliseconds=execution.delay)
+    return max(0.0, (due - now).total_seconds())
+
+
+class Scheduler(Handler):
+    """Moves requested executions on to scheduled, now or when their delay is over."""
+
+    def __init__(self, publisher: Publisher, dispatcher: LocalDispatcher | None = None) -> None:
+        self.queue = publisher.topology.work_queue(QUEUE)
+        self.access = executions.access(publisher)
+        self.dispatcher = dispatcher
+        self._timers: dict[str, Any] = {}
+
+    def handle(self, body: dict[str, Any]) -> None:
+        """Schedule or delay the requested execution body["id"]; anything else is a stale nudge."""
+        execution = load(self.access, body)
+        if execution is None:
+            LOG.warning("scheduler: no execution %s", body.get("id"))
+            return
+        if execution.status == statuses.SCHEDULED and self.dispatcher is not None:
+            # A redelivered nudge for a record already scheduled: offer it again,
+            # the dispatcher's compare-and-set makes a duplicate harmless.
+            self.dispatcher.start(execution)
+            return
+        if execution.status not in (statuses.REQUESTED, statuses.DELAYED):
+            LOG.debug("scheduler: execution %s is %s; nothing to do", execution.pk, execution.status)
+            return
+        wait = due_in(execution, utcnow())
+        if wait <= 0:
+            self.schedule(execution)
+            return
+        if execution.status == statuses.REQUESTED:
+            execution = self._move(execution, statuses.DELAYED, publish_work=False)
+            if execution is None:
+                return
+        self._arm(str(execution.pk), wait)
+
+    def schedule(self, execution: ExecutionDB) -> None:
+        """requested/delayed -> this process's dispatcher if it has room, else scheduled on the bus."""
+        if self.dispatcher is not None and self.dispatcher.has_room():
+            self.dispatcher.start(execution)
+            return
+        self._move(execution, statuses.SCHEDULED, publish_work=True)
+
+    def _move(self, execution: ExecutionDB, status: str, publish_work: bool) -> ExecutionDB | None:
+        try:
+            return executions.update_status(self.access, execution, status, publish_work=publish_work)
+        except (StaleRecordError, TransitionError) as exc:
+            # Canceled meanwhile, or another copy got there first.
+            LOG.debug("scheduler: execution %s not moved to %s: %s", execution.pk, status, exc)
+            return None
+
+    def _arm(self, execution_id: str, wait: float) -> None:
+        previous = self._timers.pop(execution_id, None)
+        if previous is not None:
+            previous.cancel()
+        self._timers[execution_id] = eventlet.spawn_after(wait, self._due, execution_id)
+        LOG.info("execution %s delayed for %.3f s", execution_id, wait)
+
+    def _due(self, execution_id: str) -> None:
+        self._timers.pop(execution_id, None)
+        try:
+            execution = load(self.access, {"id": execution_id})
+            if execution is None or execution.status != statuses.DELAYED:
+                return
+            wait = due_in(execution, utcnow())
+            if wait > 0:
+                # Clocks are in milliseconds and timers may fire a little early.
+                self._arm(execution_id, wait)
+                return
+            self.schedule(execution)
+        except Exception:  # a timer has no message to redeliver: the sweep picks the record up
+            LOG.exception("scheduler: delayed execution %s could not be scheduled", execution_id)
+
+    def resume_delayed(self) -> int:
+        """Arm timers for every delayed execution (those of a previous run of this service); how many."""
+        waiting = self.access.query({"status": statuses.DELAYED}, only=("id", "delay", "start_timestamp"))
+        now = utcnow()
+        for execution in waiting:
+            # Another copy may arm the same one; the compare-and-set lets one of them schedule it.
+            self._arm(str(execution.pk), due_in(execution, now))
+        return len(waiting)
+
+    def stop(self) -> None:
+        """Drop pending timers (their records stay delayed, for the sweep or the next start)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def give_up(self, body: dict[str, Any], error: BaseException) -> None:
+        """A request that cannot be scheduled after every retry fails, with the error."""
+        execution = load(self.access, body)
+        if execution is None or execution.status not in (statuses.REQUESTED, statuses.DELAYED):
+            return
+        try:
+            executions.update_status(self.access, execution, statuses.FAILED, publish_work=False,
+                                     result={"error": f"cannot be scheduled: {error}"})
+        except (StaleRecordError, TransitionError):
+            pass

@@ -1,0 +1,12 @@
+"""Templating: the one Jinja environment and rendering of parameter values."""
+
+from st2common.templating.render import (
+    contains_template,
+    environment,
+    is_template,
+    render,
+    render_value,
+    variables,
+)
+
+__all__ = ["contains_template", "environment", "is_template", "render", "render_value", "variables"]
