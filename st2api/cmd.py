@@ -16,7 +16,7 @@ LOG = logging.getLogger(__name__)
 
 def _serve(service: Service) -> None:
     api = service.settings.api
-    app = setup_app(service.settings)
+    app = setup_app(service.settings, service.publisher)
     sock = eventlet.listen((api.host, api.port))
     LOG.info("st2api listening on http://%s:%d", api.host, api.port)
     server = eventlet.spawn(wsgi.server, sock, app, log_output=False, max_size=1000)
