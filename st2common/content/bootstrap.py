@@ -27,8 +27,11 @@ LOG = logging.getLogger(__name__)
 # kind -> "module:function", in StackStorm's --register-all order
 # (triggers, sensors, runners, actions, rules, aliases, policies, configs).
 REGISTRARS: dict[str, str] = {
+    "triggers": "st2common.content.triggers:register_triggers",
+    "sensors": "st2common.content.sensors:register_sensors",
     "runners": "st2common.content.runners:register_runners",
     "actions": "st2common.content.actions:register_actions",
+    "rules": "st2common.content.rules:register_rules",
 }
 
 ALL_KINDS: tuple[str, ...] = tuple(REGISTRARS)
@@ -37,7 +40,12 @@ ALL_KINDS: tuple[str, ...] = tuple(REGISTRARS)
 DEFAULT_KINDS: tuple[str, ...] = tuple(kind for kind in ALL_KINDS if kind != "policies")
 
 # Kinds that need others registered first, whether asked for or not.
-REQUIRES: dict[str, tuple[str, ...]] = {"actions": ("runners",)}
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "actions": ("runners",),
+    "sensors": ("triggers",),
+    # Listed in full: resolve_kinds expands one level only.
+    "rules": ("triggers", "runners", "actions"),
+}
 
 PACKS = "packs"
 
