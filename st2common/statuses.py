@@ -62,12 +62,20 @@ TRIGGER_INSTANCE_PROCESSED = "processed"
 TRIGGER_INSTANCE_PROCESSING_FAILED = "processing_failed"
 
 TRIGGER_INSTANCE_TRANSITIONS: dict[str, frozenset[str]] = {
-    TRIGGER_INSTANCE_PENDING: frozenset({TRIGGER_INSTANCE_PROCESSING, TRIGGER_INSTANCE_PROCESSING_FAILED}),
+    # Straight to processed when no rule matched: there was nothing to do while "processing".
+    TRIGGER_INSTANCE_PENDING: frozenset({TRIGGER_INSTANCE_PROCESSING, TRIGGER_INSTANCE_PROCESSED,
+                                         TRIGGER_INSTANCE_PROCESSING_FAILED}),
     TRIGGER_INSTANCE_PROCESSING: frozenset({TRIGGER_INSTANCE_PROCESSED, TRIGGER_INSTANCE_PROCESSING_FAILED}),
     # A re-emitted instance is processed again.
     TRIGGER_INSTANCE_PROCESSED: frozenset({TRIGGER_INSTANCE_PROCESSING}),
     TRIGGER_INSTANCE_PROCESSING_FAILED: frozenset({TRIGGER_INSTANCE_PROCESSING}),
 }
+
+# Rule enforcements: written once, never changed. "succeeded" means an execution
+# was requested, not that it later succeeded.
+ENFORCEMENT_SUCCEEDED = "succeeded"
+ENFORCEMENT_FAILED = "failed"
+ENFORCEMENT_STATUSES = (ENFORCEMENT_SUCCEEDED, ENFORCEMENT_FAILED)
 
 TABLES: dict[str, dict[str, frozenset[str]]] = {
     "execution": EXECUTION_TRANSITIONS,
@@ -86,3 +94,59 @@ def check_transition(record: str, record_id: object, old: str, new: str) -> None
     """Raise TransitionError unless the table for record allows old -> new."""
     if not is_transition_valid(record, old, new):
         raise TransitionError(record, record_id, old, new)
+
+
+# Workflow and task executions (Orquesta). "null" is orquesta's UNSET: a
+# workflow or task not yet started.
+UNSET = "null"
+RETRYING = "retrying"
+
+WORKFLOW_STATUSES = (
+    UNSET, REQUESTED, SCHEDULED, DELAYED, RUNNING, PAUSING, PAUSED, RESUMING,
+    CANCELING, CANCELED, SUCCEEDED, FAILED,
+)
+TASK_STATUSES = WORKFLOW_STATUSES + (PENDING, TIMED_OUT, ABANDONED, RETRYING)
+# A workflow or task in one of these still has work in flight.
+WORKFLOW_ACTIVE = frozenset({REQUESTED, SCHEDULED, DELAYED, RUNNING, RESUMING, PAUSING, CANCELING})
+ABENDED = frozenset({FAILED, TIMED_OUT, ABANDONED})
+
+WORKFLOW_TRANSITIONS: dict[str, frozenset[str]] = {
+    UNSET: frozenset({REQUESTED, SCHEDULED, DELAYED, RUNNING, FAILED}),
+    REQUESTED: frozenset({SCHEDULED, DELAYED, RUNNING, PAUSED, CANCELED, FAILED}),
+    SCHEDULED: frozenset({DELAYED, RUNNING, PAUSED, CANCELED, FAILED}),
+    DELAYED: frozenset({SCHEDULED, RUNNING, PAUSED, CANCELED, FAILED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, PAUSING, PAUSED, CANCELING, CANCELED}),
+    PAUSING: frozenset({PAUSED, RUNNING, RESUMING, CANCELING, CANCELED, FAILED}),
+    PAUSED: frozenset({RESUMING, RUNNING, SUCCEEDED, CANCELED, FAILED}),
+    RESUMING: frozenset({RUNNING, PAUSING, PAUSED, SUCCEEDED, CANCELING, CANCELED, FAILED}),
+    CANCELING: frozenset({CANCELED, FAILED}),
+    # Output that fails to render turns a success into a failure.
+    SUCCEEDED: frozenset({FAILED}),
+    FAILED: frozenset(),
+    CANCELED: frozenset(),
+}
+
+_TASK_DONE = frozenset({SUCCEEDED, FAILED, TIMED_OUT, ABANDONED})
+TASK_TRANSITIONS: dict[str, frozenset[str]] = {
+    UNSET: frozenset({REQUESTED, SCHEDULED, DELAYED, RUNNING, FAILED}),
+    REQUESTED: frozenset({SCHEDULED, DELAYED, RUNNING, PENDING, PAUSED, CANCELING, CANCELED}) | _TASK_DONE,
+    SCHEDULED: frozenset({DELAYED, RUNNING, PENDING, PAUSED, CANCELING, CANCELED}) | _TASK_DONE,
+    DELAYED: frozenset({SCHEDULED, RUNNING, PAUSED, CANCELING, CANCELED}) | _TASK_DONE,
+    RUNNING: frozenset({PENDING, PAUSING, PAUSED, CANCELING, CANCELED}) | _TASK_DONE,
+    # An inquiry answered (or a resumed branch) goes back to running or completes.
+    PENDING: frozenset({RUNNING, RESUMING, PAUSED, CANCELING, CANCELED}) | _TASK_DONE,
+    PAUSING: frozenset({PAUSED, RUNNING, RESUMING, CANCELING, CANCELED}) | _TASK_DONE,
+    PAUSED: frozenset({RESUMING, RUNNING, PENDING, CANCELING, CANCELED}) | _TASK_DONE,
+    RESUMING: frozenset({RUNNING, PAUSING, PAUSED, PENDING, CANCELING, CANCELED}) | _TASK_DONE,
+    CANCELING: frozenset({CANCELED}) | _TASK_DONE,
+    # A completed task may be retried (retry policy, the retry command, a re-run).
+    SUCCEEDED: frozenset({RETRYING}),
+    FAILED: frozenset({RETRYING}),
+    TIMED_OUT: frozenset({RETRYING}),
+    ABANDONED: frozenset({RETRYING}),
+    CANCELED: frozenset({RETRYING}),
+    RETRYING: frozenset({REQUESTED, SCHEDULED, DELAYED, RUNNING, CANCELED, FAILED}),
+}
+
+TABLES["workflow_execution"] = WORKFLOW_TRANSITIONS
+TABLES["task_execution"] = TASK_TRANSITIONS

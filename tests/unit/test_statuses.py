@@ -51,4 +51,5 @@ def test_every_status_has_a_row():
 
 def test_trigger_instance_can_be_reprocessed():
     assert statuses.is_transition_valid("trigger_instance", "processed", "processing")
-    assert not statuses.is_transition_valid("trigger_instance", "pending", "processed")
+    assert statuses.is_transition_valid("trigger_instance", "pending", "processed")  # no rule matched
+    assert not statuses.is_transition_valid("trigger_instance", "processed", "pending")

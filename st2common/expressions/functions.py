@@ -1,0 +1,408 @@
+"""The one registry of functions that workflow expressions can call.
+
+Every function here is available in YAQL (``<% basename(ctx(path)) %>``) and in
+Jinja, both as a global (``{{ basename(ctx('path')) }}``) and as a filter
+(``{{ ctx('path') | basename }}``). Functions that read the workflow's state
+take the evaluating engine's context first (a parameter named ``context``, which
+yaql fills in itself and Jinja fills in through ``pass_context``) and find the
+``Runtime`` of the evaluation in it under ``__runtime``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import jinja2
+import jsonpath_ng
+import yaml
+
+from st2common.exceptions import NotFoundError, StackStormBaseException
+
+RUNTIME_KEY = "__runtime"
+# StackStorm's marker for "render this parameter as None" (``use_none``);
+# an expression whose whole value is the marker evaluates to None.
+NONE_MAGIC_VALUE = "%*****__%NONE%__*****%"
+NO_ITEM = object()
+
+
+class ExpressionEvaluationException(StackStormBaseException):
+    """An expression could not be evaluated; the message names the expression."""
+
+
+class VariableUndefinedError(ExpressionEvaluationException):
+    """ctx() was asked for a variable that is not in the context."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f'The variable "{name}" is undefined.', name=name)
+
+
+class VariableInaccessibleError(ExpressionEvaluationException):
+    """ctx() was asked for an internal (double underscore) variable."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f'The variable "{name}" is for internal use and inaccessible.', name=name)
+
+
+@dataclass
+class Runtime:
+    """What the workflow functions see while one expression is evaluated.
+
+    ``task`` is the current task record (``id``, ``route``, ``status``,
+    ``result``); ``find_task(task_id, route)`` returns another task's record
+    (adding ``meta`` with the service's ids and timestamps) or None;
+    ``kv_lookup(name, scope, user, decrypt)`` reads the datastore and raises
+    NotFoundError for a missing key.
+    """
+
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    task: Mapping[str, Any] | None = None
+    item: Any = NO_ITEM
+    find_task: Callable[[str, int | None], Mapping[str, Any] | None] | None = None
+    kv_lookup: Callable[[str, str, str | None, bool], Any] | None = None
+
+
+def _runtime(context: Any) -> Runtime:
+    try:
+        runtime = context[RUNTIME_KEY]
+    except KeyError:
+        runtime = None
+    if not isinstance(runtime, Runtime):
+        raise ExpressionEvaluationException("The workflow runtime is not available to this expression.")
+    return runtime
+
+
+def _current_task(context: Any) -> Mapping[str, Any]:
+    task = _runtime(context).task
+    if not task:
+        raise ExpressionEvaluationException("The current task is not set in the context.")
+    return task
+
+
+# Orquesta's workflow functions.
+
+def ctx_(context: Any, key: str | None = None) -> Any:
+    """The whole workflow context, or one variable of it."""
+    variables = _runtime(context).variables
+    if key is None:
+        return {k: v for k, v in variables.items() if not k.startswith("__")}
+    if key.startswith("__"):
+        raise VariableInaccessibleError(key)
+    if key not in variables:
+        raise VariableUndefinedError(key)
+    return variables[key]
+
+
+def result_(context: Any) -> Any:
+    """The current task's result (a list of item results for a with-items task)."""
+    return _current_task(context).get("result")
+
+
+def succeeded_(context: Any) -> bool:
+    """True when the current task succeeded."""
+    return _current_task(context).get("status") == "succeeded"
+
+
+def failed_(context: Any) -> bool:
+    """True when the current task failed, timed out or was abandoned."""
+    return _current_task(context).get("status") in ("failed", "timeout", "abandoned")
+
+
+def completed_(context: Any) -> bool:
+    """True when the current task is in any completed status."""
+    return _current_task(context).get("status") in ("succeeded", "failed", "timeout", "abandoned", "canceled")
+
+
+def _find(context: Any, task_id: str, route: int | None) -> Mapping[str, Any] | None:
+    runtime = _runtime(context)
+    if route is None and runtime.task:
+        route = runtime.task.get("route")
+    return runtime.find_task(task_id, route) if runtime.find_task else None
+
+
+def task_status_(context: Any, task_id: str, route: int | None = None) -> str | None:
+    """Status of a task on the current (or given) route; None if it never ran."""
+    record = _find(context, task_id, route)
+    return record.get("status") if record else None
+
+
+def task_(context: Any, task_id: str | None = None, route: int | None = None) -> dict[str, Any]:
+    """StackStorm's view of a task execution: ids, status, result and timestamps."""
+    if task_id is None:
+        current = _current_task(context)
+        task_id, route = current["id"], current.get("route")
+    record = _find(context, task_id, route)
+    if not record:
+        raise ExpressionEvaluationException(f'Unable to find task execution for "{task_id}".')
+    meta = record.get("meta") or {}
+    variables = _runtime(context).variables
+    st2 = variables.get("st2") if isinstance(variables.get("st2"), Mapping) else {}
+    return {
+        "task_execution_id": meta.get("task_execution_id"),
+        "workflow_execution_id": meta.get("workflow_execution_id", st2.get("workflow_execution_id")),
+        "task_name": record["id"],
+        "task_id": record["id"],
+        "route": record.get("route", 0),
+        "result": record.get("result"),
+        "status": record.get("status"),
+        "start_timestamp": meta.get("start_timestamp"),
+        "end_timestamp": meta.get("end_timestamp"),
+    }
+
+
+def item_(context: Any, key: str | None = None) -> Any:
+    """The current with-items item, or one named value of it."""
+    item = _runtime(context).item
+    if item is NO_ITEM:
+        raise ExpressionEvaluationException("The current item is not set in the context.")
+    if key is None:
+        return item
+    if not isinstance(item, Mapping):
+        raise ExpressionEvaluationException("Item is not type of dict.")
+    if key not in item:
+        raise ExpressionEvaluationException(f'Item does not have key "{key}".')
+    return item[key]
+
+
+def st2kv_(context: Any, key: str, decrypt: bool = False, **kwargs: Any) -> Any:
+    """A datastore value: ``system.`` reads system scope, a bare key the user's scope."""
+    if not isinstance(key, str):
+        raise TypeError("Given key is not typeof string.")
+    if not isinstance(decrypt, bool):
+        raise TypeError("Decrypt parameter is not typeof bool.")
+    runtime = _runtime(context)
+    if runtime.kv_lookup is None:
+        raise ExpressionEvaluationException("The datastore is not available to this expression.")
+    st2 = runtime.variables.get("st2") or {}
+    user = st2.get("user") if isinstance(st2, Mapping) else None
+    scope, name = "user", key
+    if key.startswith("system."):
+        scope, name = "system", key[len("system."):]
+    elif not user:
+        raise ExpressionEvaluationException("Could not get user from context.")
+    try:
+        return runtime.kv_lookup(name, scope, user, decrypt)
+    except NotFoundError as exc:
+        if "default" in kwargs:
+            return kwargs["default"]
+        raise ExpressionEvaluationException(str(exc)) from exc
+
+
+def json_(value: str) -> Any:
+    """Parse a JSON string."""
+    return json.loads(value)
+
+
+def zip_(*lists: Any, pad: Any = None) -> list[list[Any]]:
+    """Zip lists into a list of lists, padding the shorter ones."""
+    return [list(row) for row in itertools.zip_longest(*lists, fillvalue=pad)]
+
+
+# StackStorm's helpers.
+
+def basename(path: str) -> str:
+    """The last component of a path."""
+    return os.path.basename(path)
+
+
+def dirname(path: str) -> str:
+    """A path without its last component."""
+    return os.path.dirname(path)
+
+
+def from_json_string(value: Any) -> Any:
+    """Parse a JSON string."""
+    return json.loads(str(value))
+
+
+def to_json_string(value: Any, indent: int | None = None, sort_keys: bool = False,
+                   separators: tuple[str, str] = (",", ": ")) -> str:
+    """Serialize a value as JSON text."""
+    return json.dumps(value, indent=indent, sort_keys=sort_keys, separators=tuple(separators), default=str)
+
+
+def from_yaml_string(value: Any) -> Any:
+    """Parse a YAML string."""
+    return yaml.safe_load(str(value))
+
+
+def to_yaml_string(value: Any, indent: int | None = None, allow_unicode: bool = True) -> str:
+    """Serialize a value as block-style YAML text."""
+    return yaml.safe_dump(value, indent=indent, allow_unicode=allow_unicode, default_flow_style=False)
+
+
+def json_escape(value: Any) -> str:
+    """Escape a value for embedding inside a JSON string (no surrounding quotes)."""
+    text = json.dumps(value)
+    # Only the enclosing quotes go: a string ending in an escaped quote keeps it.
+    return text[1:-1] if isinstance(value, str) else text
+
+
+def jsonpath_query(value: Any, query: str) -> list[Any] | None:
+    """Values a JSONPath query matches in value, or None when nothing matches."""
+    matches = [match.value for match in jsonpath_ng.parse(query).find(value)]
+    return matches or None
+
+
+def regex_match(value: str, pattern: str) -> bool:
+    """True when pattern matches at the start of value."""
+    return re.match(pattern, value) is not None
+
+
+def regex_search(value: str, pattern: str) -> bool:
+    """True when pattern matches anywhere in value."""
+    return re.search(pattern, value) is not None
+
+
+def regex_replace(value: str, pattern: str, replacement: str) -> str:
+    """Replace every match of pattern in value."""
+    return re.sub(pattern, replacement, value)
+
+
+def regex_substring(value: str, pattern: str, result_index: int = 0) -> Any:
+    """The result_index-th match of pattern in value."""
+    return re.findall(pattern, value)[result_index]
+
+
+def to_human_time_from_seconds(seconds: int | float) -> str:
+    """A duration as StackStorm prints it: 1h16m27s."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise TypeError("seconds must be a number")
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        return f"{seconds}\u03bcs"
+    remaining = int(round(seconds))
+    minutes, secs = divmod(remaining, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    first = next(i for i, (amount, _) in enumerate(parts) if amount)
+    return "".join(f"{amount}{unit}" for amount, unit in parts[first:])
+
+
+def use_none(value: Any) -> Any:
+    """Mark a None so that rendering keeps it None instead of the text 'None'."""
+    return NONE_MAGIC_VALUE if value is None else value
+
+
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+                     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z.-]+))?$")
+
+
+def _semver(value: str) -> tuple[int, int, int, str | None]:
+    match = _SEMVER.match(str(value))
+    if match is None:
+        raise ValueError(f"{value} is not valid SemVer string")
+    major, minor, patch, prerelease, _build = match.groups()
+    return int(major), int(minor), int(patch), prerelease
+
+
+def _prerelease_key(prerelease: str | None) -> tuple:
+    # A release sorts after all of its pre-releases; numeric identifiers sort
+    # before alphanumeric ones and compare as numbers.
+    if prerelease is None:
+        return (1,)
+    return (0, tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in prerelease.split(".")))
+
+
+def version_compare(value: str, pattern: str) -> int:
+    """-1, 0 or 1 as value is older than, equal to or newer than pattern."""
+    left, right = _semver(value), _semver(pattern)
+    lkey, rkey = (left[:3], _prerelease_key(left[3])), (right[:3], _prerelease_key(right[3]))
+    return (lkey > rkey) - (lkey < rkey)
+
+
+def version_more_than(value: str, pattern: str) -> bool:
+    """True when value is a newer version than pattern."""
+    return version_compare(value, pattern) == 1
+
+
+def version_less_than(value: str, pattern: str) -> bool:
+    """True when value is an older version than pattern."""
+    return version_compare(value, pattern) == -1
+
+
+def version_equal(value: str, pattern: str) -> bool:
+    """True when value and pattern are the same version."""
+    return version_compare(value, pattern) == 0
+
+
+_MATCH_OPERATORS = {
+    "<=": lambda c: c <= 0, ">=": lambda c: c >= 0, "==": lambda c: c == 0,
+    "!=": lambda c: c != 0, "<": lambda c: c < 0, ">": lambda c: c > 0,
+}
+
+
+def version_match(value: str, pattern: str) -> bool:
+    """True when value satisfies a comparison such as '>=1.2.0'."""
+    for operator, test in _MATCH_OPERATORS.items():
+        if pattern.startswith(operator):
+            return test(version_compare(value, pattern[len(operator):].strip()))
+    raise ValueError(f"match_expr parameter should be in format <op><ver>, where <op> is one of "
+                     f"{sorted(_MATCH_OPERATORS)}. You provided: {pattern!r}")
+
+
+def version_bump_major(value: str) -> str:
+    """The next major version."""
+    major, _minor, _patch, _pre = _semver(value)
+    return f"{major + 1}.0.0"
+
+
+def version_bump_minor(value: str) -> str:
+    """The next minor version."""
+    major, minor, _patch, _pre = _semver(value)
+    return f"{major}.{minor + 1}.0"
+
+
+def version_bump_patch(value: str) -> str:
+    """The next patch version."""
+    major, minor, patch, _pre = _semver(value)
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def version_strip_patch(value: str) -> str:
+    """major.minor of a version."""
+    major, minor, _patch, _pre = _semver(value)
+    return f"{major}.{minor}"
+
+
+# Functions that read the runtime get Jinja's context as their first argument.
+_CONTEXT_FUNCTIONS = {
+    "ctx": ctx_, "result": result_, "succeeded": succeeded_, "failed": failed_,
+    "completed": completed_, "task_status": task_status_, "task": task_, "item": item_,
+    "st2kv": st2kv_,
+}
+_PLAIN_FUNCTIONS = {
+    "json": json_, "zip": zip_,
+    "basename": basename, "dirname": dirname,
+    "from_json_string": from_json_string, "to_json_string": to_json_string,
+    "from_yaml_string": from_yaml_string, "to_yaml_string": to_yaml_string,
+    "json_dump": to_json_string, "json_parse": from_json_string, "json_escape": json_escape,
+    "yaml_dump": to_yaml_string, "yaml_parse": from_yaml_string,
+    "jsonpath_query": jsonpath_query,
+    "regex_match": regex_match, "regex_replace": regex_replace,
+    "regex_search": regex_search, "regex_substring": regex_substring,
+    "to_human_time_from_seconds": to_human_time_from_seconds, "use_none": use_none,
+    "version_compare": version_compare, "version_more_than": version_more_than,
+    "version_less_than": version_less_than, "version_equal": version_equal,
+    "version_match": version_match, "version_bump_major": version_bump_major,
+    "version_bump_minor": version_bump_minor, "version_bump_patch": version_bump_patch,
+    "version_strip_patch": version_strip_patch,
+}
+
+# name -> (function, takes the engine's context first)
+FUNCTIONS: dict[str, tuple[Callable[..., Any], bool]] = {
+    **{name: (fn, True) for name, fn in _CONTEXT_FUNCTIONS.items()},
+    **{name: (fn, False) for name, fn in _PLAIN_FUNCTIONS.items()},
+}
+
+
+def jinja_callables() -> dict[str, Callable[..., Any]]:
+    """Every function as Jinja wants it: context functions marked pass_context."""
+    return {name: (jinja2.pass_context(fn) if needs_context else fn)
+            for name, (fn, needs_context) in FUNCTIONS.items()}
