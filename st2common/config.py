@@ -128,7 +128,7 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "compression": _o("str", None),
         # Ours: the filesystem:// transport's shared folder and polling interval.
         "filesystem_path": _o(PATH, "var/bus"),
-        "filesystem_polling_interval": _o("float", 0.005),
+        "filesystem_polling_interval": _o("float", 0.01),
         # Ours: how often a failing message is redelivered before the record fails.
         "max_redeliveries": _o("int", 3),
         "prefetch_count": _o("int", 64),

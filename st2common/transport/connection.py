@@ -1,10 +1,11 @@
 """Kombu connections built from [messaging] url.
 
 The URL is the config: ``amqp://`` for RabbitMQ, ``filesystem://`` for the
-embedded default. The filesystem transport keeps every message as a file in
-one shared folder (``data``: in == out, so every process sees every queue)
-and the exchange -> queue tables in ``control``; consumers poll the data
-folder every ``filesystem_polling_interval`` seconds.
+embedded default. The filesystem transport (st2common.transport.filesystem)
+keeps every message as a file in one shared folder (``data``: in == out, so
+every process sees every queue) and the exchange -> queue tables in
+``control``; consumers are woken by inotify where there is one, and otherwise
+poll the data folder every ``filesystem_polling_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import kombu
 
 from st2common.exceptions import BusError
+from st2common.transport import filesystem
 
 LOG = logging.getLogger(__name__)
 
@@ -38,21 +40,19 @@ def masked_url(url: str) -> str:
     return url
 
 
+def is_filesystem(connection: kombu.Connection) -> bool:
+    """True when connection uses the embedded filesystem bus."""
+    return connection.get_transport_cls() is filesystem.Transport
+
+
 def make_connection(messaging) -> kombu.Connection:
     """A new, unconnected kombu Connection for the [messaging] section."""
     url = messaging.url
-    options: dict = {}
     if url.startswith("filesystem:"):
         options = filesystem_folders(Path(messaging.filesystem_path))
         options["polling_interval"] = messaging.filesystem_polling_interval
-        # Consumers get one message per poll per queue; let them take a batch.
-        options["prefetch_count"] = messaging.prefetch_count
-    return kombu.Connection(
-        url,
-        transport_options=options,
-        connect_timeout=5,
-        heartbeat=0,
-    )
+        return kombu.Connection(url, transport=filesystem.Transport, transport_options=options)
+    return kombu.Connection(url, connect_timeout=5, heartbeat=0)
 
 
 def check_connection(messaging, timeout: float = 3.0) -> None:

@@ -1,10 +1,16 @@
-"""Publishing small JSON messages that point at stored records."""
+"""Publishing small JSON messages that point at stored records.
+
+One Publisher per process is enough: it keeps one connection and one channel,
+shared by every thread and green thread under a lock. A publish that finds the
+connection closed (by us or by the broker) reconnects and tries again, up to
+RETRY_POLICY, then raises BusError.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import kombu
 
@@ -17,6 +23,9 @@ LOG = logging.getLogger(__name__)
 # kombu's reconnect policy for one publish: about 10 s of retries before giving up.
 RETRY_POLICY = {"max_retries": 10, "interval_start": 0.05, "interval_step": 0.25, "interval_max": 2.0}
 
+# The default exchange: routing key = queue name (redeliveries go straight back to their queue).
+DEFAULT_EXCHANGE = kombu.Exchange("")
+
 
 class Publisher:
     """Publishes JSON bodies to the topology's exchanges, reconnecting on connection loss."""
@@ -27,28 +36,40 @@ class Publisher:
         # One channel is shared; green threads and threads take turns on it.
         self._lock = threading.RLock()
         self._producer: kombu.Producer | None = None
+        self._send: Callable[..., Any] | None = None
         self._declared: set[str] = set()
 
-    def _get_producer(self) -> kombu.Producer:
-        if self._producer is None:
-            self._producer = kombu.Producer(self.connection.default_channel, serializer="json")
-        return self._producer
+    def _connect(self) -> None:
+        """(Re)open the connection and build the producer and its retrying publish."""
+        self._declared.clear()
+        self.connection.ensure_connection(errback=self._on_error, **RETRY_POLICY)
+        self._producer = kombu.Producer(self.connection.default_channel, serializer="json")
+        self._send = self.connection.ensure(self._producer, self._producer.publish, errback=self._on_error,
+                                            on_revive=self._on_revive, **RETRY_POLICY)
 
     def _on_revive(self, channel) -> None:
-        # A reconnect gives a new channel; declarations must be made again on it.
+        # A new channel after a reconnect: the broker may have lost what we declared.
         self._declared.clear()
-        if self._producer is not None:
-            self._producer.revive(channel)
+
+    def _on_error(self, exc: Exception, interval: float) -> None:
+        LOG.warning("bus at %s unreachable (%s); retrying in %.2fs", self.url, exc, interval)
+
+    @property
+    def url(self) -> str:
+        """The bus URL, password masked."""
+        return masked_url(self.connection.as_uri())
 
     def declare_work_queues(self) -> None:
         """Declare every work queue and binding so no message is dropped before its consumer starts."""
         with self._lock:
             try:
+                if self._producer is None or not self.connection.connected:
+                    self._connect()
                 channel = self.connection.default_channel
                 for queue in self.topology.all_work_queues():
                     queue(channel).declare()
             except Exception as exc:
-                raise BusError(f"cannot declare queues on {masked_url(self.connection.as_uri())}: {exc}") from exc
+                raise BusError(f"cannot declare queues on {self.url}: {exc}") from exc
 
     def publish(self, exchange: str, routing_key: str, body: dict[str, Any],
                 headers: dict[str, Any] | None = None) -> None:
@@ -60,20 +81,21 @@ class Publisher:
         """Publish body to a kombu exchange (the default exchange routes straight to a queue)."""
         with self._lock:
             try:
-                producer = self._get_producer()
-                declare = [] if exchange.name in self._declared or not exchange.name else [exchange]
-                publish = self.connection.ensure(producer, producer.publish, on_revive=self._on_revive,
-                                                 **RETRY_POLICY)
-                publish(body, exchange=exchange, routing_key=routing_key, headers=headers or {},
-                        declare=declare, serializer="json", delivery_mode=2)
-                if exchange.name:
+                if self._producer is None or not self.connection.connected:
+                    self._connect()
+                # Virtual transports know an exchange's type only once this process declared it.
+                declare = [exchange] if exchange.name and exchange.name not in self._declared else []
+                self._send(body, exchange=exchange, routing_key=routing_key, headers=headers or {},
+                           declare=declare, serializer="json", delivery_mode=2)
+                if declare:
                     self._declared.add(exchange.name)
-            except Exception as exc:
-                LOG.error("publish to %s (%s) failed: %s", exchange.name, routing_key, exc)
+            except Exception as exc:  # kombu and the transports raise many unrelated types
+                LOG.error("publish to %s (%s) failed: %s", exchange.name or "queue", routing_key, exc)
                 raise BusError(f"cannot publish to {exchange.name or 'queue ' + routing_key}: {exc}") from exc
 
     def close(self) -> None:
-        """Release the connection."""
+        """Release the connection; a later publish reconnects."""
         with self._lock:
             self._producer = None
+            self._send = None
             self.connection.release()

@@ -15,12 +15,17 @@ platforms on one broker) never share queues. All exchanges are topic exchanges.
 | <p>.workflow.status              | the new status         | {"id"} of a workflow execution            |
 
 Work queues are durable and shared by every copy of the consuming service
-(competing consumers). Broadcast queues are per process: every copy sees
-every message (used to refresh in-memory caches and the event stream).
+(competing consumers); they are declared up front (Publisher.declare_work_queues)
+so a message published before its consumer starts waits for it. Broadcast
+queues are per process: every copy sees every message (used to refresh
+in-memory caches and the event stream). They are exclusive and auto-delete on
+RabbitMQ; on the filesystem bus their binding outlives a killed process until
+the next consumer to start sweeps it (st2common.transport.filesystem).
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -72,7 +77,7 @@ WORK_QUEUES: dict[str, tuple[str, str]] = {
     "actionrunner.cancel": ("liveaction.status", "canceling"),
     "actionrunner.pause": ("liveaction.status", "pausing"),
     "actionrunner.resume": ("liveaction.status", "resuming"),
-    "notifier.execution": ("execution", "update"),
+    "notifiers.execution.work": ("execution", "update"),
     "trigger_instances_dispatch.rules_engine": ("trigger_instances_dispatch", "#"),
     "workflow.work": ("workflow.status", "requested"),
     "workflow.action.update": ("execution", "update"),
@@ -84,7 +89,7 @@ class Topology:
     """The bus layout under one prefix; builds kombu Exchange and Queue objects."""
 
     prefix: str = "st2"
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    _cache: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def exchange(self, name: str) -> Exchange:
         """The topic exchange <prefix>.<name>."""
@@ -114,15 +119,27 @@ class Topology:
 
     def broadcast_queue(self, exchange: str, routing_key: str = "#", owner: str | None = None) -> Queue:
         """A queue of this process alone, bound to exchange: every process gets every message."""
-        owner = owner or uuid.uuid4().hex[:12]
+        owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         return Queue(
             f"{self.prefix}.{exchange}.broadcast.{owner}",
             self.exchange(exchange),
             routing_key=routing_key,
             durable=False,
             auto_delete=True,
+            exclusive=True,
         )
 
     def all_work_queues(self) -> list[Queue]:
         """Every work queue, for declaring them up front."""
         return [self.work_queue(name) for name in WORK_QUEUES]
+
+    def all_exchanges(self) -> list[Exchange]:
+        """Every exchange of the prefix."""
+        return [self.exchange(name) for name in EXCHANGES]
+
+    def delete(self, channel) -> None:
+        """Delete every work queue and exchange of the prefix from the broker (tests, resets)."""
+        for queue in self.all_work_queues():
+            queue(channel).delete()
+        for exchange in self.all_exchanges():
+            exchange(channel).delete()
