@@ -3,11 +3,8 @@
 import mongoengine as me
 
 from st2common.models.db.base import WholeDictField, utcnow
-
-# "succeeded" means an execution was requested, not that it later succeeded.
-ENFORCEMENT_SUCCEEDED = "succeeded"
-ENFORCEMENT_FAILED = "failed"
-ENFORCEMENT_STATUSES = (ENFORCEMENT_SUCCEEDED, ENFORCEMENT_FAILED)
+# The statuses live with the others; kept importable from here.
+from st2common.statuses import ENFORCEMENT_FAILED, ENFORCEMENT_STATUSES, ENFORCEMENT_SUCCEEDED  # noqa: F401
 
 
 class RuleEnforcementDB(me.Document):

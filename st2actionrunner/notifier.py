@@ -1,0 +1,200 @@
+"""The notifier: a finished execution dispatches the action trigger and its notify triggers.
+
+| consumes                                   | does, for an execution in a completed status            |
+| ------------------------------------------ | ------------------------------------------------------- |
+| execution ``update`` events (queue         | ``core.st2.generic.actiontrigger`` when [action_sensor] |
+| notifiers.execution.work, every action     | enable and the status is in emit_when;                  |
+| runner competes)                           | ``core.st2.generic.notifytrigger`` once per route of    |
+|                                            | the execution's notify on-complete, on-success (when    |
+|                                            | succeeded) and on-failure (failed, timeout, abandoned)  |
+
+Every execution update comes here; all but the completing one are ignored
+after one read. A redelivered update must not dispatch twice, and executions
+carry no "notified" flag, so each trigger instance gets an id derived from
+the execution, the trigger and the route: the second dispatch of the same
+instance stores nothing (see triggers.dispatch's instance_id).
+
+The instances join the execution's trace, caused by the execution, as
+StackStorm links them. An execution with no trace yet (requested through the
+API, not by a rule) gets one, tagged ``execution-<id>`` or by its
+``trace_context``, so the chain execution -> action trigger -> rule -> next
+execution is on record.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+from typing import Any, Mapping
+
+from bson import ObjectId
+
+from st2common import statuses, templating
+from st2common.exceptions import NotFoundError, StackStormBaseException
+from st2common.models.api.base import isotime, mask_parameters
+from st2common.models.api.execution import mask_result, parameter_schema
+from st2common.models.db.execution import ExecutionDB
+from st2common.models.db.trace import COMPONENT_EXECUTION
+from st2common.services import executions, triggers
+from st2common.services.keyvalues import Datastore
+from st2common.services import trace as trace_service
+from st2common.transport.consumer import Handler
+from st2common.transport.publisher import Publisher
+from st2actionrunner import policies
+
+LOG = logging.getLogger(__name__)
+
+QUEUE = "notifiers.execution.work"
+
+# notify section -> (statuses it applies to (None: every completed one), default message suffix).
+_SECTIONS = (
+    ("on-complete", None, " completed."),
+    ("on-success", frozenset({statuses.SUCCEEDED}), " succeeded."),
+    ("on-failure", statuses.FAILED_STATES, " failed."),
+)
+
+
+def _utc(value: datetime.datetime | None) -> datetime.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
+def instance_id(execution: ExecutionDB, kind: str) -> ObjectId:
+    """The id of the trigger instance of one kind an execution causes: the same on every delivery.
+
+    Its time part is the execution's end, so instances still sort by when
+    they happened; the rest is a digest of the execution id and the kind.
+    """
+    when = _utc(execution.end_timestamp) or execution.pk.generation_time
+    digest = hashlib.sha1(f"{execution.pk}:{kind}".encode()).digest()[:8]
+    return ObjectId(int(when.timestamp()).to_bytes(4, "big") + digest)
+
+
+class Notifier(Handler):
+    """Dispatches the action trigger and the notify triggers of completed executions."""
+
+    def __init__(self, settings, publisher: Publisher) -> None:
+        self.settings = settings
+        self.queue = publisher.topology.work_queue(QUEUE)
+        self.publisher = publisher
+        self.action_trigger = settings.action_sensor.enable
+        self.emit_when = frozenset(settings.action_sensor.emit_when)
+        # st2kv in notify messages and data.
+        self.datastore = Datastore(settings)
+        self.access = executions.access(None)
+
+    def start(self) -> None:
+        """Make sure the trigger types it dispatches exist, and follow the payload validation setting."""
+        triggers.configure(self.settings)
+        triggers.register_system_trigger_types(self.publisher)
+
+    def handle(self, body: dict[str, Any]) -> None:
+        """Dispatch what a completed execution owes; anything else is not for us."""
+        try:
+            execution = self.access.get_by_id(body.get("id"))
+        except NotFoundError:
+            return
+        if execution.status not in statuses.COMPLETED:
+            return
+        # Post-run policies (concurrency slots freed, retries requested): st2actionrunner.policies.
+        policies.after_run(self.publisher, execution)
+        emit = self.action_trigger and execution.status in self.emit_when
+        notify = dict(execution.notify or {})
+        if not emit and not notify:
+            return
+        context = self._trace_context(execution)
+        if notify:
+            self._notify(execution, notify, context)
+        if emit:
+            triggers.dispatch(self.publisher, triggers.ACTION_TRIGGER_REF, action_trigger_payload(execution),
+                              trace_context=context, instance_id=instance_id(execution, "actiontrigger"))
+            LOG.debug("execution %s (%s): action trigger dispatched", execution.pk, execution.status)
+
+    def _notify(self, execution: ExecutionDB, notify: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+        scope = None
+        for section, applies_to, suffix in _SECTIONS:
+            spec = notify.get(section) or notify.get(section.replace("-", "_"))
+            if not spec or (applies_to is not None and execution.status not in applies_to):
+                continue
+            routes = list(spec.get("routes") or spec.get("channels") or [])
+            if not routes:
+                continue
+            scope = scope if scope is not None else self._scope(execution)
+            payload = notify_payload(execution, spec, suffix, scope)
+            for route in routes:
+                triggers.dispatch(self.publisher, triggers.NOTIFY_TRIGGER_REF,
+                                  dict(payload, route=route, channel=route), trace_context=context,
+                                  instance_id=instance_id(execution, f"notify:{section}:{route}"))
+            LOG.debug("execution %s: %s notified to %s", execution.pk, section, routes)
+
+    def _scope(self, execution: ExecutionDB) -> dict[str, Any]:
+        """What notify messages and data render with (StackStorm's names)."""
+        context = dict(execution.context or {})
+        user = context.get("api_user") or context.get("user")
+        return {**templating.st2kv_context(self.datastore, user), "action_parameters": dict(execution.parameters or {}),
+                "action_context": context, "action_results": execution.result}
+
+    def _trace_context(self, execution: ExecutionDB) -> dict[str, str]:
+        """The execution's trace context, its trace made (and the execution linked) when it has none."""
+        carried = dict((execution.context or {}).get("trace_context") or {})
+        if carried.get("id_"):
+            return carried
+        trace = trace_service.trace_of(COMPONENT_EXECUTION, execution.pk)
+        if trace is None and execution.parent:
+            trace = trace_service.trace_of(COMPONENT_EXECUTION, execution.parent)
+        if trace is None:
+            trace = trace_service.resolve(carried, trace_service.EXECUTION_TAG.format(id=execution.pk))
+        trace_service.add_execution(trace, execution.pk, execution.action_ref, parent_id=execution.parent)
+        return trace_service.trace_context(trace)
+
+
+def runner_ref(execution: ExecutionDB) -> str | None:
+    """The name of the runner type the execution ran with."""
+    return (execution.runner or {}).get("name") or (execution.action or {}).get("runner_type")
+
+
+def action_trigger_payload(execution: ExecutionDB) -> dict[str, Any]:
+    """StackStorm's actiontrigger payload: its eight fields, secrets masked."""
+    return {
+        "execution_id": str(execution.pk),
+        "status": execution.status,
+        "start_timestamp": str(_utc(execution.start_timestamp)),
+        # Deprecated in StackStorm and kept: rules written for it still match.
+        "action_name": execution.action_ref,
+        "action_ref": execution.action_ref,
+        "runner_ref": runner_ref(execution),
+        "parameters": mask_parameters(dict(execution.parameters or {}), parameter_schema(execution)),
+        "result": mask_result(execution, execution.result),
+    }
+
+
+def notify_payload(execution: ExecutionDB, spec: Mapping[str, Any], suffix: str,
+                   scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The notifytrigger payload for one notify section (route and channel are added per route)."""
+    message = spec.get("message") or f"Action {execution.action_ref}{suffix}"
+    data = dict(spec.get("data") or {})
+    try:
+        message = templating.render_value(message, scope)
+    except StackStormBaseException as exc:
+        # StackStorm sends the message unrendered rather than no notification.
+        LOG.warning("execution %s: notify message not rendered: %s", execution.pk, exc)
+    try:
+        data = templating.render_value(data, scope)
+    except StackStormBaseException as exc:
+        LOG.warning("execution %s: notify data not rendered: %s", execution.pk, exc)
+    # As in StackStorm: the result as JSON text, so any result fits the payload.
+    data["result"] = json.dumps(mask_result(execution, execution.result), default=str)
+    end = _utc(execution.end_timestamp) or datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "execution_id": str(execution.pk),
+        "status": execution.status,
+        "start_timestamp": isotime(execution.start_timestamp),
+        "end_timestamp": isotime(end),
+        "action_ref": execution.action_ref,
+        "runner_ref": runner_ref(execution),
+        "message": message,
+        "data": data,
+    }

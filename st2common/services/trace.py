@@ -1,0 +1,167 @@
+"""Traces: the chain trigger instance -> rule -> execution, tied by a trace tag.
+
+| use-case               | write                                                   |
+| ---------------------- | ------------------------------------------------------- |
+| resolve                | a TraceDB when the context names none that exists       |
+| add_trigger_instance   | one TraceComponentDB (caused by an execution for action |
+|                        | and notify triggers, as StackStorm links them)          |
+| add_rule               | one TraceComponentDB, caused by ``trigger_instance``    |
+| add_execution          | one TraceComponentDB, caused by ``rule``                |
+|                        | (``<rule id>:<trigger instance id>``) or a parent       |
+
+A trace context is StackStorm's ``{"id_": ..., "trace_tag": ...}`` (either
+key is enough), or a bare tag string. Tags need not be unique: a context
+with a tag joins the oldest trace with that tag, as StackStorm's lookup does
+when it finds several. Every link is idempotent: its ``link_key`` is unique,
+so a redelivered message that records the same link again stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping
+
+from st2common.exceptions import ConflictError
+from st2common.models.db.trace import (
+    COMPONENT_EXECUTION, COMPONENT_RULE, COMPONENT_TRIGGER_INSTANCE, TraceComponentDB, TraceDB,
+)
+from st2common.persistence.access import Access, to_object_id
+
+LOG = logging.getLogger(__name__)
+
+TRIGGER_INSTANCE_TAG = "trigger_instance-{id}"
+EXECUTION_TAG = "execution-{id}"
+
+TraceContext = Mapping[str, Any] | str | None
+
+
+def trace_context(trace: TraceDB) -> dict[str, str]:
+    """The context that carries a trace on to what it causes (StackStorm's TraceContext)."""
+    return {"id_": str(trace.pk), "trace_tag": trace.trace_tag}
+
+
+def _context_parts(context: TraceContext) -> tuple[str | None, str | None]:
+    """(trace id, trace tag) named by a context."""
+    if not context:
+        return None, None
+    if isinstance(context, str):
+        return None, context
+    trace_id = context.get("id_") or context.get("id")
+    return (str(trace_id) if trace_id else None), context.get("trace_tag")
+
+
+def get(context: TraceContext) -> TraceDB | None:
+    """The trace a context names (by id first, then the oldest with its tag), or None."""
+    trace_id, tag = _context_parts(context)
+    access = Access(TraceDB)
+    if trace_id and to_object_id(trace_id) is not None:
+        found = access.get(id=to_object_id(trace_id))
+        if found is not None:
+            return found
+    if tag:
+        oldest = access.query({"trace_tag": tag}, order_by=["start_timestamp", "id"], limit=1)
+        return oldest[0] if oldest else None
+    return None
+
+
+def create(trace_tag: str) -> TraceDB:
+    """A new trace with this tag."""
+    trace = TraceDB(trace_tag=trace_tag)
+    Access(TraceDB).add_or_update(trace, publish=False)
+    LOG.debug("trace %s created with tag %s", trace.pk, trace_tag)
+    return trace
+
+
+def get_or_create(trace_tag: str) -> TraceDB:
+    """The oldest trace with this tag, created when there is none."""
+    return get(trace_tag) or create(trace_tag)
+
+
+def resolve(context: TraceContext, default_tag: str) -> TraceDB:
+    """The trace a context names, else a new one (tagged as the context says, or default_tag)."""
+    trace_id, tag = _context_parts(context)
+    if trace_id or tag:
+        found = get(context)
+        if found is not None:
+            return found
+    # A tag nobody used yet, or a generated one: no lookup needed.
+    return create(tag or default_tag)
+
+
+def trace_of(component_type: str, object_id: Any) -> TraceDB | None:
+    """The trace that holds this trigger instance, rule or execution, or None."""
+    link = Access(TraceComponentDB).get(component_type=component_type, object_id=str(object_id))
+    if link is None:
+        return None
+    return Access(TraceDB).get(id=to_object_id(link.trace_id))
+
+
+def components(trace: TraceDB) -> list[TraceComponentDB]:
+    """Every member of a trace, oldest first."""
+    return Access(TraceComponentDB).query({"trace_id": str(trace.pk)}, order_by=["updated_at", "id"])
+
+
+def _link(trace: TraceDB, component_type: str, object_id: Any, ref: str | None,
+          caused_by: tuple[str, str] | None) -> TraceComponentDB | None:
+    """Store one link; None when the same link was stored before."""
+    cause_type, cause_id = caused_by or (None, None)
+    link = TraceComponentDB(trace_id=str(trace.pk), component_type=component_type, object_id=str(object_id),
+                            ref=ref, caused_by_type=cause_type, caused_by_id=cause_id)
+    try:
+        # A single insert: a repeated link_key is a ConflictError.
+        Access(TraceComponentDB).add_or_update(link, publish=False)
+    except ConflictError:
+        LOG.debug("trace %s already links %s %s", trace.pk, component_type, object_id)
+        return None
+    return link
+
+
+def add_links(trace: TraceDB, links: Iterable[tuple[str, Any, str | None, tuple[str, str] | None]]) -> int:
+    """Store several links (component type, object id, ref, caused_by) in one insert; how many were new."""
+    links = list(links)
+    docs = [TraceComponentDB(trace_id=str(trace.pk), component_type=kind, object_id=str(object_id), ref=ref,
+                             caused_by_type=cause[0] if cause else None, caused_by_id=cause[1] if cause else None)
+            for kind, object_id, ref, cause in links]
+    try:
+        return len(Access(TraceComponentDB).insert_many(docs))
+    except ConflictError:
+        # A repeat of earlier work: store the missing ones one by one.
+        return sum(1 for kind, object_id, ref, cause in links
+                   if _link(trace, kind, object_id, ref, cause) is not None)
+
+
+def add_trigger_instance(trace: TraceDB, instance_id: Any, trigger_ref: str,
+                         caused_by_execution: str | None = None) -> TraceComponentDB | None:
+    """Link a trigger instance; an action or notify trigger's instance is caused by its execution."""
+    cause = (COMPONENT_EXECUTION, str(caused_by_execution)) if caused_by_execution else None
+    return _link(trace, COMPONENT_TRIGGER_INSTANCE, instance_id, trigger_ref, cause)
+
+
+def rule_link(rule_id: Any, rule_ref: str, instance_id: Any) -> tuple[str, str, str, tuple[str, str]]:
+    """The link of a rule enforced for a trigger instance."""
+    return COMPONENT_RULE, str(rule_id), rule_ref, (COMPONENT_TRIGGER_INSTANCE, str(instance_id))
+
+
+def execution_link(execution_id: Any, action_ref: str, rule_id: Any | None = None, instance_id: Any | None = None,
+                   parent_id: Any | None = None) -> tuple[str, str, str, tuple[str, str] | None]:
+    """The link of an execution requested by a rule for an instance, or by a parent execution."""
+    if rule_id is not None:
+        cause: tuple[str, str] | None = (COMPONENT_RULE, f"{rule_id}:{instance_id}")
+    elif parent_id is not None:
+        cause = (COMPONENT_EXECUTION, str(parent_id))
+    else:
+        cause = None
+    return COMPONENT_EXECUTION, str(execution_id), action_ref, cause
+
+
+def add_rule(trace: TraceDB, rule_id: Any, rule_ref: str, instance_id: Any) -> TraceComponentDB | None:
+    """Link a rule enforced for a trigger instance."""
+    kind, object_id, ref, cause = rule_link(rule_id, rule_ref, instance_id)
+    return _link(trace, kind, object_id, ref, cause)
+
+
+def add_execution(trace: TraceDB, execution_id: Any, action_ref: str, rule_id: Any | None = None,
+                  instance_id: Any | None = None, parent_id: Any | None = None) -> TraceComponentDB | None:
+    """Link an execution, caused by a rule and instance or by its parent."""
+    kind, object_id, ref, cause = execution_link(execution_id, action_ref, rule_id, instance_id, parent_id)
+    return _link(trace, kind, object_id, ref, cause)
