@@ -19,8 +19,18 @@ from st2client.client import St2ClientError
 from st2client.commands import CommandError, Group, Session
 from st2client.commands.action import action_group, run
 from st2client.commands.execution import execution_group
+from st2client.commands.key import key_group
 from st2client.commands.pack import pack_group
+from st2client.commands.policy import policy_group, policy_type_group
 from st2client.commands.runner import runner_group
+from st2client.commands.rule import rule_group
+from st2client.commands.rule_enforcement import rule_enforcement_group
+from st2client.commands.sensor import sensor_group
+from st2client.commands.timer import timer_group
+from st2client.commands.trace import trace_group
+from st2client.commands.trigger import trigger_group, trigger_instance_group
+from st2client.commands.webhook import webhook_group
+from st2client.commands.workflow import workflow_group
 
 LOG = logging.getLogger(__name__)
 
@@ -87,6 +97,18 @@ cli.add_command(action_group)
 cli.add_command(execution_group)
 cli.add_command(runner_group)
 cli.add_command(pack_group)
+cli.add_command(sensor_group)
+cli.add_command(rule_group)
+cli.add_command(rule_enforcement_group)
+cli.add_command(trigger_group)
+cli.add_command(trigger_instance_group)
+cli.add_command(trace_group)
+cli.add_command(webhook_group)
+cli.add_command(timer_group)
+cli.add_command(key_group)
+cli.add_command(policy_group)
+cli.add_command(policy_type_group)
+cli.add_command(workflow_group)
 
 
 def main(argv: list[str] | None = None) -> int:

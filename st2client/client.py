@@ -347,6 +347,28 @@ class KeyValuePairManager(ResourceManager):
         return None if response.status_code == 404 else self.resource.deserialize(response.json())
 
 
+class RuleManager(ResourceManager):
+    """Rules, plus the rule tester."""
+
+    def test(self, rule: dict | None = None, rule_ref: str | None = None, trigger_instance_id: str | None = None,
+             trigger_instance: dict | None = None, **kwargs: Any) -> dict:
+        """POST /rules/test: would a rule (a document, or the stored one with rule_ref) match this stored or
+        given trigger instance, and with what action parameters; nothing is run.
+        The answer is {matched, reason, error?, criteria, action, rule, trigger_instance}."""
+        parts = {"rule": rule, "rule_ref": rule_ref, "trigger_instance_id": trigger_instance_id,
+                 "trigger_instance": trigger_instance}
+        body = {name: value for name, value in parts.items() if value is not None}
+        return self._call("POST", f"{self.path}/test", json=body, **kwargs).json()
+
+
+class TriggerInstanceManager(ResourceManager):
+    """Trigger instances, plus re-emitting one."""
+
+    def re_emit(self, trigger_instance_id: str, **kwargs: Any) -> dict:
+        """POST /triggerinstances/<id>/re_emit; {message, payload}."""
+        return self._call("POST", f"{self.path}/{trigger_instance_id}/re_emit", **kwargs).json()
+
+
 # Resource model -> (Client attribute, manager class, endpoint).
 MANAGERS: dict[type[Resource], tuple[str, type[ResourceManager], str]] = {
     models.Action: ("actions", ActionManager, "api"),
@@ -354,11 +376,11 @@ MANAGERS: dict[type[Resource], tuple[str, type[ResourceManager], str]] = {
     models.RunnerType: ("runners", RunnerManager, "api"),
     models.Pack: ("packs", PackManager, "api"),
     models.KeyValuePair: ("keys", KeyValuePairManager, "api"),
-    models.Rule: ("rules", ResourceManager, "api"),
+    models.Rule: ("rules", RuleManager, "api"),
     models.RuleEnforcement: ("ruleenforcements", ResourceManager, "api"),
     models.TriggerType: ("triggertypes", ResourceManager, "api"),
     models.Trigger: ("triggers", ResourceManager, "api"),
-    models.TriggerInstance: ("triggerinstances", ResourceManager, "api"),
+    models.TriggerInstance: ("triggerinstances", TriggerInstanceManager, "api"),
     models.Sensor: ("sensors", ResourceManager, "api"),
     models.Policy: ("policies", ResourceManager, "api"),
     models.PolicyType: ("policytypes", ResourceManager, "api"),
@@ -366,6 +388,7 @@ MANAGERS: dict[type[Resource], tuple[str, type[ResourceManager], str]] = {
     models.Inquiry: ("inquiries", ResourceManager, "api"),
     models.Trace: ("trace", ResourceManager, "api"),
     models.Webhook: ("webhooks", ResourceManager, "api"),
+    models.Timer: ("timers", ResourceManager, "api"),
     models.ApiKey: ("apikeys", ResourceManager, "api"),
     models.Token: ("tokens", ResourceManager, "auth"),
 }

@@ -18,7 +18,7 @@ import pytest
 import webtest
 import webob
 
-from conftest import make_settings
+from testsupport import make_settings
 from st2api.app import setup_app
 from st2common.content import register
 from st2common.transport.connection import make_connection
