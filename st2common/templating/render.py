@@ -20,6 +20,7 @@ from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from st2common.exceptions import ValidationError
+from st2common.templating import datastore, filters
 
 # A value that is one expression and nothing else renders to the expression's
 # own value (a list stays a list), as StackStorm's ``to_complex`` rewrite does.
@@ -31,8 +32,11 @@ _CACHE_SIZE = 4096
 @functools.cache
 def environment() -> SandboxedEnvironment:
     """The one Jinja environment (sandboxed, strict about undefined names); filters are added here."""
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                autoescape=False)
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                               autoescape=False)
+    filters.install(env)
+    datastore.install(env)
+    return env
 
 
 def is_template(value: Any) -> bool:
@@ -122,6 +126,9 @@ def render_value(value: Any, context: Mapping[str, Any], native: bool = False) -
             if isinstance(result, jinja2.Undefined):
                 # An expression's value is not rendered, so strictness must be asked for.
                 result._fail_with_undefined_error()
+            if isinstance(result, str) and type(result) is not str:
+                # A datastore lookup is text with the datastore behind it; keep only the text.
+                result = str(result)
             return result
         except jinja2.UndefinedError as exc:
             raise ValidationError(f"undefined variable: {exc.message}") from exc
