@@ -2,9 +2,10 @@
 
 Start-up: register this worker (heartbeats keep it alive in the registry),
 sweep once for what a crash left behind (stuck requests re-published, runs of
-dead workers abandoned), then consume requests, scheduled work and cancels,
-and sweep periodically. Stop: stop consuming, abandon the runs still going
-(StackStorm's graceful shutdown), deregister.
+dead workers abandoned), then consume requests, scheduled work, cancels and
+the updates of completed executions (the notifier), and sweep periodically.
+Stop: stop consuming, abandon the runs still going (StackStorm's graceful
+shutdown), deregister.
 """
 
 import eventlet
@@ -21,6 +22,7 @@ from st2common.services.workers import WorkerRegistry  # noqa: E402
 from st2common.transport.connection import make_connection  # noqa: E402
 from st2common.transport.consumer import Consumer, run_in_background  # noqa: E402
 from st2actionrunner.dispatcher import Dispatcher  # noqa: E402
+from st2actionrunner.notifier import Notifier  # noqa: E402
 from st2actionrunner.scheduler import Scheduler  # noqa: E402
 
 LOG = logging.getLogger(__name__)
@@ -39,8 +41,9 @@ class ActionRunnerService:
         self.worker_id = self.workers.register(SERVICE)
         self.dispatcher = Dispatcher(settings, publisher, self.worker_id, owner_alive=self._owner_alive)
         self.scheduler = Scheduler(publisher, dispatcher=self.dispatcher)
+        self.notifier = Notifier(settings, publisher)
         self.consumer = Consumer(make_connection(settings.messaging), publisher,
-                                 [self.scheduler, *self.dispatcher.handlers()],
+                                 [self.scheduler, *self.dispatcher.handlers(), self.notifier],
                                  max_redeliveries=settings.messaging.max_redeliveries,
                                  pool_size=settings.messaging.prefetch_count)
         self.sweeper: sweep.PeriodicSweep | None = None
@@ -59,6 +62,7 @@ class ActionRunnerService:
     def start(self) -> None:
         """Sweep, then consume; returns once the consumers are registered with the broker."""
         access = executions.access(self.publisher)
+        self.notifier.start()
         sweep.sweep_executions(access, self.publisher, self.settings, self.workers)
         self.scheduler.resume_delayed()
         self._thread = run_in_background(self.consumer)

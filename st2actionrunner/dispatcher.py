@@ -52,7 +52,7 @@ from st2common.models.db.pack import PackDB
 from st2common.persistence.access import Access
 from st2common.runners import registry
 from st2common.runners.base import ActionRunner, RunContext, RunResult
-from st2common.services import executions
+from st2common.services import configs, executions
 from st2common.transport.consumer import Handler
 from st2common.transport.publisher import Publisher
 from st2common.util.process import pid_alive
@@ -216,7 +216,10 @@ class Dispatcher:
         runner = execution.runner or {}
         schema = params.ParameterSchema.build(runner.get("runner_parameters"), action.get("parameters"),
                                               execution.action_ref)
-        config: dict[str, Any] = {}
+        run_context = execution.context or {}
+        # The pack's config for the run's user; one that failed validation fails the run with its message.
+        config = configs.load(action.get("pack") or "", run_context.get("api_user") or run_context.get("user"),
+                              self.settings).values
         values = params.render_final(schema, execution.parameters, execution.context, config)
         runner_parameters, action_parameters = schema.split(values)
         return RunContext(
@@ -299,6 +302,8 @@ class Dispatcher:
         execution = load(self.access, execution_id)
         if execution is None or execution.status != statuses.CANCELING:
             return
+        if (execution.runner or {}).get("name") == "orquesta":
+            return  # the workflow engine cancels it once its children have stopped
         run = self.running.get(str(execution.pk))
         if run is not None:
             self._stop(run)

@@ -22,6 +22,13 @@ actionrunner.req queue; the claim is conditional on the status this scheduler
 read, so a cancel in between wins; a dispatcher whose pool is full leaves the
 execution ``scheduled`` on the bus for any copy; and a process that dies before
 its claim leaves a ``requested`` record the sweep re-publishes.
+
+Before anything is scheduled, the action's concurrency policies are applied
+(st2actionrunner.policies.admit): the execution must win one of the policy's
+``threshold`` slots, records with a unique index, so copies of this scheduler
+never run more than the threshold together. Without a slot it becomes
+``delayed`` (the notifier nudges it when a slot is freed; a timer re-checks
+it as a fallback) or ``canceled``, as the policy says.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from st2common.persistence.access import Access
 from st2common.services import executions
 from st2common.transport.consumer import Handler
 from st2common.transport.publisher import Publisher
+from st2actionrunner import policies
 
 LOG = logging.getLogger(__name__)
 
@@ -80,6 +88,8 @@ class Scheduler(Handler):
         self.access = executions.access(publisher)
         self.dispatcher = dispatcher
         self._timers: dict[str, Any] = {}
+        # execution id -> how often a concurrency policy delayed it (spaces its re-checks).
+        self._rechecks: dict[str, int] = {}
 
     def handle(self, body: dict[str, Any]) -> None:
         """Schedule or delay the requested execution body["id"]; anything else is a stale nudge."""
@@ -107,10 +117,38 @@ class Scheduler(Handler):
 
     def schedule(self, execution: ExecutionDB) -> None:
         """requested/delayed -> this process's dispatcher if it has room, else scheduled on the bus."""
+        if not self._admitted(execution):
+            return
         if self.dispatcher is not None and self.dispatcher.has_room():
             self.dispatcher.start(execution)
             return
         self._move(execution, statuses.SCHEDULED, publish_work=True)
+
+    # -- concurrency policies (st2actionrunner.policies; the database counts) -------------------
+
+    def _admitted(self, execution: ExecutionDB) -> bool:
+        """Apply the action's concurrency policies: True to schedule it now, else it is delayed or canceled."""
+        execution_id = str(execution.pk)
+        admission = policies.admit(execution)
+        if admission.decision == policies.SCHEDULE:
+            self._rechecks.pop(execution_id, None)
+            return True
+        if admission.decision == policies.CANCEL:
+            self._rechecks.pop(execution_id, None)
+            try:
+                executions.update_status(self.access, execution, statuses.CANCELED, publish_work=False,
+                                         result={"message": f"Canceled by a concurrency policy: {admission.reason}"})
+                LOG.info("execution %s canceled: %s", execution_id, admission.reason)
+            except (StaleRecordError, TransitionError) as exc:
+                LOG.debug("scheduler: execution %s not canceled: %s", execution_id, exc)
+            return False
+        if execution.status != statuses.DELAYED and self._move(execution, statuses.DELAYED, False) is None:
+            return False
+        # Freed slots nudge waiting executions at once; this re-check is the fallback.
+        times = self._rechecks.get(execution_id, 0)
+        self._rechecks[execution_id] = times + 1
+        self._arm(execution_id, policies.recheck_after(times))
+        return False
 
     def _move(self, execution: ExecutionDB, status: str, publish_work: bool) -> ExecutionDB | None:
         try:
@@ -132,6 +170,7 @@ class Scheduler(Handler):
         try:
             execution = load(self.access, {"id": execution_id})
             if execution is None or execution.status != statuses.DELAYED:
+                self._rechecks.pop(execution_id, None)
                 return
             wait = due_in(execution, utcnow())
             if wait > 0:
@@ -156,6 +195,7 @@ class Scheduler(Handler):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._rechecks.clear()
 
     def give_up(self, body: dict[str, Any], error: BaseException) -> None:
         """A request that cannot be scheduled after every retry fails, with the error."""

@@ -270,7 +270,15 @@ def _scope(context: Mapping[str, Any] | None, config: Mapping[str, Any] | None,
            extra: Mapping[str, Any] | None) -> dict[str, Any]:
     scope: dict[str, Any] = dict(extra or {})
     scope["action_context"] = dict(context or {})
-    scope["config_context"] = dict(config or {})
+    if config is None:
+        # No config loaded by the caller: the pack's config is read only if a template asks for it.
+        from st2common.services.configs import LazyConfig
+
+        action_context = scope["action_context"]
+        scope["config_context"] = LazyConfig(action_context.get("pack"),
+                                             action_context.get("api_user") or action_context.get("user"))
+    else:
+        scope["config_context"] = dict(config)
     return scope
 
 

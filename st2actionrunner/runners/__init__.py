@@ -15,14 +15,19 @@ This module holds what several runners share: the environment an action sees.
 
 from __future__ import annotations
 
-import os
 import select
 from typing import Any
+
+from eventlet.patcher import original
 
 from st2common.runners.base import RunContext
 
 # Seconds between SIGTERM and SIGKILL when a run is canceled or timed out.
 KILL_GRACE = 1.0
+# eventlet's green os.write retries EPIPE forever: a pipe whose reader died (a command
+# that exited before reading its sudo password, a dead python worker) would spin the
+# action runner at full CPU with the run stuck in running. The plain write raises it.
+_unpatched_write = original("os").write
 
 
 def public_api_url(settings: Any) -> str | None:
@@ -52,9 +57,9 @@ def user_env(env: Any) -> dict[str, str]:
 
 
 def write_all(fd: int, data: bytes) -> None:
-    """Write data to a pipe without ever blocking the event hub on a full pipe."""
+    """Write data to a pipe without ever blocking the event hub on a full pipe; OSError when it is broken."""
     view = memoryview(data)
     while view:
         # Writable means at least one page is free, so a write of one page never blocks.
         select.select([], [fd], [])
-        view = view[os.write(fd, view[:4096]):]
+        view = view[_unpatched_write(fd, view[:4096]):]

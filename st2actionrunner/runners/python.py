@@ -407,23 +407,32 @@ class PythonRunner(ActionRunner):
         deadline = time.monotonic() + self.timeout if self.timeout else None
         outcome = None
         killed_at = None
+        died_at = None
         while True:
             self._wake.clear()
             if not any(t.is_alive() for t in readers):
                 return outcome
             now = time.monotonic()
+            if killed_at is None and not worker.alive():
+                # A worker that died mid-run (killed, crashed) leaves children holding its
+                # output pipes open; they go with it, or the run would wait for them.
+                died_at = died_at or now
+                if now - died_at > PIPE_DRAIN_GRACE:
+                    LOG.warning("execution %s: python worker %s died; killing what is left of it",
+                                self.ctx.execution_id, worker.pid)
+                    kill_tree(worker.pid, 0)
+                    killed_at = now
             if outcome is None and self._cancel_requested:
                 outcome = "canceled"
             elif outcome is None and deadline is not None and now >= deadline:
                 outcome = "timeout"
-            if outcome is not None:
-                if killed_at is None:
-                    LOG.info("execution %s: %s, killing python worker %s", self.ctx.execution_id, outcome,
-                             worker.pid)
-                    kill_tree(worker.pid, KILL_GRACE)
-                    killed_at = time.monotonic()
-                elif now - killed_at > PIPE_DRAIN_GRACE:
-                    return outcome
+            if outcome is not None and killed_at is None:
+                LOG.info("execution %s: %s, killing python worker %s", self.ctx.execution_id, outcome,
+                         worker.pid)
+                kill_tree(worker.pid, KILL_GRACE)
+                killed_at = time.monotonic()
+            elif killed_at is not None and now - killed_at > PIPE_DRAIN_GRACE:
+                return outcome
             wait = 0.05 if deadline is None or outcome else max(0.0, min(0.05, deadline - now))
             self._wake.wait(wait)
 

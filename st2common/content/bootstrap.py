@@ -32,6 +32,8 @@ REGISTRARS: dict[str, str] = {
     "runners": "st2common.content.runners:register_runners",
     "actions": "st2common.content.actions:register_actions",
     "rules": "st2common.content.rules:register_rules",
+    "policies": "st2common.content.policies:register_policies",
+    "configs": "st2common.content.configs:register_configs",
 }
 
 ALL_KINDS: tuple[str, ...] = tuple(REGISTRARS)
@@ -45,6 +47,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "sensors": ("triggers",),
     # Listed in full: resolve_kinds expands one level only.
     "rules": ("triggers", "runners", "actions"),
+    "policies": ("runners", "actions"),
 }
 
 PACKS = "packs"
