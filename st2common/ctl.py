@@ -31,6 +31,7 @@ from st2common.service import FAILED, WAITING
 from st2common.transport.connection import check_connection, make_connection, masked_url
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
+from st2common.util import crypto
 
 LOG = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ def start(settings, console: Console, requested: list[str], timeout: float = STA
         console.say(f"{supervisor.DB_SERVER}: {'started' if started else 'already running'} (pid {pid}) on {url}")
     if requested and not services:
         return 0
+    if not ensure_datastore_key(settings, console):
+        return 1
     register_fresh_install(settings, console)
     processes: dict = {}
     for name in services:
@@ -148,6 +151,20 @@ def start(settings, console: Console, requested: list[str], timeout: float = STA
         console.error(f"still running and retrying: {', '.join(waiting)}; "
                       "see `st2ctl status`, stop everything with `st2ctl stop`")
     return 1
+
+
+def ensure_datastore_key(settings, console: Console) -> bool:
+    """Generate the datastore encryption key file (0600) when encryption is on and it is missing."""
+    path = settings.keyvalue.encryption_key_path
+    if not settings.keyvalue.enable_encryption or path is None:
+        return True
+    try:
+        if crypto.write_key_file(path):
+            console.say(f"datastore key: generated {path} (mode 0600)")
+    except OSError as exc:
+        console.error(f"cannot write the datastore key file {path}: {exc.strerror}")
+        return False
+    return True
 
 
 def stop(settings, console: Console, requested: list[str], grace: float = STOP_GRACE) -> int:

@@ -9,93 +9,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
-from pathlib import Path
 
-import kombu
 import pymongo
 import pytest
 
+from e2e.conftest import (DB_SERVER, RABBITMQ_URL, REPO, SERVICES, Platform, delete_topology, listening,
+                          rabbitmq_or_skip)
 from st2common.supervisor import stop_families
-from st2common.transport.topology import EXCHANGES, WORK_QUEUES
-from st2common.util.process import pid_alive, read_pid
+from st2common.util.process import pid_alive
 
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("st2api", "st2sensorcontainer", "st2rulesengine", "st2actionrunner", "st2workflowengine")
-DB_SERVER = "nx-27017"
-RABBITMQ_URL = os.environ.get("ST2_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
-REQUIRE_RABBITMQ = os.environ.get("ST2_TEST_REQUIRE_RABBITMQ") == "1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Platform:
-    """One platform's config in a temporary folder, driven through st2ctl."""
-
-    def __init__(self, root: Path, bus_url: str = "filesystem://", extra: str = "") -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.db_port, self.api_port = free_port(), free_port()
-        self.prefix = f"st2e{uuid.uuid4().hex[:10]}"
-        self.conf = root / "st2.conf"
-        self.conf.write_text(f"""
-[system]
-base_path = {root}
-[database]
-embedded = True
-port = {self.db_port}
-db_name = st2
-[messaging]
-url = {bus_url}
-prefix = {self.prefix}
-[api]
-port = {self.api_port}
-[auth]
-port = {free_port()}
-[stream]
-port = {free_port()}
-[content]
-system_packs_base_path = {REPO / "contrib" / "packs"}
-{extra}
-""")
-
-    def st2ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run st2ctl with this config, in an environment free of ST2_* overrides."""
-        env = {key: value for key, value in os.environ.items() if not key.startswith("ST2_")}
-        return subprocess.run([sys.executable, "-m", "st2common.ctl", "--config-file", str(self.conf), *args],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-
-    def pid(self, name: str) -> int | None:
-        return read_pid(self.root / "var" / "run" / f"{name}.pid")
-
-    def status_file(self, name: str) -> dict:
-        return json.loads((self.root / "var" / "run" / f"{name}.status").read_text())
-
-    def states(self) -> tuple[int, dict[str, str], str]:
-        """st2ctl status: (exit code, {process: state}, the whole output)."""
-        result = self.st2ctl("status")
-        states = {}
-        for line in result.stdout.splitlines():
-            name, _, rest = line.partition(" ")
-            states[name] = rest.split()[0] if rest.split() else ""
-        return result.returncode, states, result.stdout
 
 
 @pytest.fixture
@@ -194,28 +121,6 @@ def test_bad_config_fails_start_with_one_line(make_platform, options, named):
     assert len(lines) == 1, result.stderr
     assert named in lines[0]
     assert not list(platform.root.glob("var/run/*.pid"))
-
-
-def rabbitmq_or_skip() -> None:
-    conn = kombu.Connection(RABBITMQ_URL, connect_timeout=2)
-    try:
-        conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception:
-        if REQUIRE_RABBITMQ:
-            pytest.fail(f"RabbitMQ is required (ST2_TEST_REQUIRE_RABBITMQ=1) but {RABBITMQ_URL} does not answer")
-        pytest.skip("RabbitMQ does not answer at 127.0.0.1:5672")
-    finally:
-        conn.release()
-
-
-def delete_topology(prefix: str) -> None:
-    """Remove this test's durable queues and exchanges from the broker."""
-    with kombu.Connection(RABBITMQ_URL, connect_timeout=2) as conn:
-        channel = conn.default_channel
-        for name in WORK_QUEUES:
-            channel.queue_delete(f"{prefix}.{name}")
-        for name in EXCHANGES:
-            channel.exchange_delete(f"{prefix}.{name}")
 
 
 @pytest.mark.rabbitmq

@@ -21,7 +21,7 @@ from st2common.content import register
 from st2common.transport.connection import make_connection
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
-from conftest import make_settings
+from testsupport import make_settings
 from e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB, TriggerTyp
 from st2common.persistence.access import Access
 from st2common.services import triggers
 from st2rulesengine.matcher import Rule, TriggerInstance, match
-from conftest import make_settings
+from testsupport import make_settings
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "contrib" / "packs"

@@ -17,7 +17,7 @@ from st2common.runners import registry
 from st2common.transport.connection import make_connection
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
-from conftest import make_settings
+from testsupport import make_settings
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "contrib" / "packs"
