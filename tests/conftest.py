@@ -15,12 +15,14 @@ with warnings.catch_warnings():
 
 eventlet.monkey_patch()
 
+import kombu  # noqa: E402
 import pytest  # noqa: E402
 
 from st2common.persistence import db as database  # noqa: E402
 from st2common.persistence.embedded import EmbeddedMongo  # noqa: E402
+from st2common.transport.topology import Topology  # noqa: E402
 from testsupport import (  # noqa: E402
-    RABBITMQ_URL, REQUIRE_RABBITMQ, free_port, make_settings, rabbitmq_available,
+    AMQP_PREFIXES, RABBITMQ_URL, REQUIRE_RABBITMQ, free_port, make_settings, rabbitmq_available,
 )
 
 
@@ -59,3 +61,20 @@ def bus_settings(request, tmp_path, embedded_mongo):
             pytest.skip("RabbitMQ does not answer at 127.0.0.1:5672")
         return make_settings(tmp_path, embedded_mongo, RABBITMQ_URL)
     return make_settings(tmp_path, embedded_mongo)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _broker_cleanup():
+    """At the end of the run, remove every queue and exchange the tests declared on RabbitMQ."""
+    yield
+    if not AMQP_PREFIXES:
+        return
+    conn = kombu.Connection(RABBITMQ_URL, connect_timeout=2)
+    try:
+        channel = conn.default_channel
+        for prefix in sorted(AMQP_PREFIXES):
+            Topology(prefix).delete(channel)
+    except Exception as exc:  # cleanup must not turn a passing run red
+        warnings.warn(f"could not delete the tests' RabbitMQ topology: {exc}")
+    finally:
+        conn.release()

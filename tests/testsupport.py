@@ -6,6 +6,7 @@ A plain module, not a conftest: tests/e2e has a conftest of its own, and
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
@@ -16,6 +17,8 @@ from st2common.persistence.embedded import EmbeddedMongo
 
 RABBITMQ_URL = os.environ.get("ST2_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REQUIRE_RABBITMQ = os.environ.get("ST2_TEST_REQUIRE_RABBITMQ") == "1"
+# Bus prefixes used on RabbitMQ in this run; conftest deletes their topology at the end.
+AMQP_PREFIXES: set[str] = set()
 
 
 def free_port() -> int:
@@ -25,6 +28,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@functools.cache
 def rabbitmq_available() -> bool:
     """True when a broker accepts connections at the test URL."""
     import kombu
@@ -55,4 +59,7 @@ def make_settings(tmp_path: Path, mongo: EmbeddedMongo | None, bus_url: str = "f
             "ST2_DATABASE__DB_NAME": f"st2t{uuid.uuid4().hex[:10]}",
         })
     env.update(extra or {})
-    return config.load(path=None, env=env)
+    settings = config.load(path=None, env=env)
+    if settings.messaging.url.startswith("amqp"):
+        AMQP_PREFIXES.add(settings.messaging.prefix)
+    return settings
