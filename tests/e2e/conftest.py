@@ -22,7 +22,6 @@ from pathlib import Path
 
 import kombu
 import pytest
-import yaml
 
 from st2common.supervisor import stop_families
 from st2common.transport.topology import EXCHANGES, WORK_QUEUES
@@ -53,17 +52,7 @@ def listening(port: int) -> bool:
 
 def install_pack(name: str, packs_path: Path) -> Path:
     """Copy tests/fixtures/packs/<name> into a packs folder; its path there."""
-    target = Path(shutil.copytree(TEST_PACKS / name, packs_path / name))
-    metadata = target / "pack.yaml"
-    try:
-        yaml.safe_load(metadata.read_text())
-    except yaml.YAMLError:
-        # dummy_pack's committed pack.yaml has an unquoted ": " in its description,
-        # which no YAML parser (nor StackStorm) accepts; quote it in the copy only.
-        lines = [f"description: {json.dumps(line.partition(': ')[2])}" if line.startswith("description: ")
-                 else line for line in metadata.read_text().splitlines()]
-        metadata.write_text("\n".join(lines) + "\n")
-    return target
+    return Path(shutil.copytree(TEST_PACKS / name, packs_path / name))
 
 
 class Platform:
