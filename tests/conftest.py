@@ -31,7 +31,7 @@ def embedded_mongo(tmp_path_factory) -> EmbeddedMongo:
     """One nx-27017 server for the session, on a free port and a temporary file."""
     folder = tmp_path_factory.mktemp("mongo")
     server = EmbeddedMongo(folder / "st2.sqlite", free_port(), folder)
-    server.start()
+    server.start(die_with_parent=True)
     yield server
     server.stop()
 

@@ -7,7 +7,10 @@ paths under /tmp and a second instance would refuse to start.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -46,8 +49,12 @@ class EmbeddedMongo:
             "--pid-file", str(self.pid_file), "--log-file", str(self.log_file),
         ]
 
-    def start(self, timeout: float = 20.0, stdout=None) -> int:
-        """Start the server detached from this process and wait until it answers; returns its pid."""
+    def start(self, timeout: float = 20.0, stdout=None, die_with_parent: bool = False) -> int:
+        """Start the server detached from this process and wait until it answers; returns its pid.
+
+        die_with_parent (Linux): the kernel stops the server when the process that
+        started it dies, even by SIGKILL; test runs use it so none is left behind.
+        """
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.ping(timeout_ms=300):
@@ -57,6 +64,7 @@ class EmbeddedMongo:
             self.process = subprocess.Popen(
                 self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
             )
         finally:
             if stdout is None:
@@ -101,3 +109,12 @@ class EmbeddedMongo:
             except subprocess.TimeoutExpired:
                 pass
         self.pid_file.unlink(missing_ok=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask for SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 == PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the caller's own clean-up is all there is
