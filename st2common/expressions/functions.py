@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import jinja2
 import jsonpath_ng
-import yaml
 
 from st2common.exceptions import NotFoundError, StackStormBaseException
+from st2common.templating.filters import (
+    basename, dirname, from_json_string, from_yaml_string, json_escape, regex_match, regex_replace,
+    regex_search, regex_substring, to_human_time_from_seconds, to_json_string, to_yaml_string,
+    version_bump_major, version_bump_minor, version_bump_patch, version_compare, version_equal,
+    version_less_than, version_match, version_more_than, version_strip_patch,
+)
 
 RUNTIME_KEY = "__runtime"
 # StackStorm's marker for "render this parameter as None" (``use_none``);
@@ -202,45 +205,8 @@ def zip_(*lists: Any, pad: Any = None) -> list[list[Any]]:
     return [list(row) for row in itertools.zip_longest(*lists, fillvalue=pad)]
 
 
-# StackStorm's helpers.
-
-def basename(path: str) -> str:
-    """The last component of a path."""
-    return os.path.basename(path)
-
-
-def dirname(path: str) -> str:
-    """A path without its last component."""
-    return os.path.dirname(path)
-
-
-def from_json_string(value: Any) -> Any:
-    """Parse a JSON string."""
-    return json.loads(str(value))
-
-
-def to_json_string(value: Any, indent: int | None = None, sort_keys: bool = False,
-                   separators: tuple[str, str] = (",", ": ")) -> str:
-    """Serialize a value as JSON text."""
-    return json.dumps(value, indent=indent, sort_keys=sort_keys, separators=tuple(separators), default=str)
-
-
-def from_yaml_string(value: Any) -> Any:
-    """Parse a YAML string."""
-    return yaml.safe_load(str(value))
-
-
-def to_yaml_string(value: Any, indent: int | None = None, allow_unicode: bool = True) -> str:
-    """Serialize a value as block-style YAML text."""
-    return yaml.safe_dump(value, indent=indent, allow_unicode=allow_unicode, default_flow_style=False)
-
-
-def json_escape(value: Any) -> str:
-    """Escape a value for embedding inside a JSON string (no surrounding quotes)."""
-    text = json.dumps(value)
-    # Only the enclosing quotes go: a string ending in an escaped quote keeps it.
-    return text[1:-1] if isinstance(value, str) else text
-
+# StackStorm's helpers are the Jinja filters of parameter rendering (one implementation);
+# only these two differ in workflows.
 
 def jsonpath_query(value: Any, query: str) -> list[Any] | None:
     """Values a JSONPath query matches in value, or None when nothing matches."""
@@ -248,127 +214,9 @@ def jsonpath_query(value: Any, query: str) -> list[Any] | None:
     return matches or None
 
 
-def regex_match(value: str, pattern: str) -> bool:
-    """True when pattern matches at the start of value."""
-    return re.match(pattern, value) is not None
-
-
-def regex_search(value: str, pattern: str) -> bool:
-    """True when pattern matches anywhere in value."""
-    return re.search(pattern, value) is not None
-
-
-def regex_replace(value: str, pattern: str, replacement: str) -> str:
-    """Replace every match of pattern in value."""
-    return re.sub(pattern, replacement, value)
-
-
-def regex_substring(value: str, pattern: str, result_index: int = 0) -> Any:
-    """The result_index-th match of pattern in value."""
-    return re.findall(pattern, value)[result_index]
-
-
-def to_human_time_from_seconds(seconds: int | float) -> str:
-    """A duration as StackStorm prints it: 1h16m27s."""
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-        raise TypeError("seconds must be a number")
-    if seconds == 0:
-        return "0s"
-    if seconds < 1:
-        return f"{seconds}\u03bcs"
-    remaining = int(round(seconds))
-    minutes, secs = divmod(remaining, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
-    first = next(i for i, (amount, _) in enumerate(parts) if amount)
-    return "".join(f"{amount}{unit}" for amount, unit in parts[first:])
-
-
 def use_none(value: Any) -> Any:
     """Mark a None so that rendering keeps it None instead of the text 'None'."""
     return NONE_MAGIC_VALUE if value is None else value
-
-
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-                     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z.-]+))?$")
-
-
-def _semver(value: str) -> tuple[int, int, int, str | None]:
-    match = _SEMVER.match(str(value))
-    if match is None:
-        raise ValueError(f"{value} is not valid SemVer string")
-    major, minor, patch, prerelease, _build = match.groups()
-    return int(major), int(minor), int(patch), prerelease
-
-
-def _prerelease_key(prerelease: str | None) -> tuple:
-    # A release sorts after all of its pre-releases; numeric identifiers sort
-    # before alphanumeric ones and compare as numbers.
-    if prerelease is None:
-        return (1,)
-    return (0, tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in prerelease.split(".")))
-
-
-def version_compare(value: str, pattern: str) -> int:
-    """-1, 0 or 1 as value is older than, equal to or newer than pattern."""
-    left, right = _semver(value), _semver(pattern)
-    lkey, rkey = (left[:3], _prerelease_key(left[3])), (right[:3], _prerelease_key(right[3]))
-    return (lkey > rkey) - (lkey < rkey)
-
-
-def version_more_than(value: str, pattern: str) -> bool:
-    """True when value is a newer version than pattern."""
-    return version_compare(value, pattern) == 1
-
-
-def version_less_than(value: str, pattern: str) -> bool:
-    """True when value is an older version than pattern."""
-    return version_compare(value, pattern) == -1
-
-
-def version_equal(value: str, pattern: str) -> bool:
-    """True when value and pattern are the same version."""
-    return version_compare(value, pattern) == 0
-
-
-_MATCH_OPERATORS = {
-    "<=": lambda c: c <= 0, ">=": lambda c: c >= 0, "==": lambda c: c == 0,
-    "!=": lambda c: c != 0, "<": lambda c: c < 0, ">": lambda c: c > 0,
-}
-
-
-def version_match(value: str, pattern: str) -> bool:
-    """True when value satisfies a comparison such as '>=1.2.0'."""
-    for operator, test in _MATCH_OPERATORS.items():
-        if pattern.startswith(operator):
-            return test(version_compare(value, pattern[len(operator):].strip()))
-    raise ValueError(f"match_expr parameter should be in format <op><ver>, where <op> is one of "
-                     f"{sorted(_MATCH_OPERATORS)}. You provided: {pattern!r}")
-
-
-def version_bump_major(value: str) -> str:
-    """The next major version."""
-    major, _minor, _patch, _pre = _semver(value)
-    return f"{major + 1}.0.0"
-
-
-def version_bump_minor(value: str) -> str:
-    """The next minor version."""
-    major, minor, _patch, _pre = _semver(value)
-    return f"{major}.{minor + 1}.0"
-
-
-def version_bump_patch(value: str) -> str:
-    """The next patch version."""
-    major, minor, patch, _pre = _semver(value)
-    return f"{major}.{minor}.{patch + 1}"
-
-
-def version_strip_patch(value: str) -> str:
-    """major.minor of a version."""
-    major, minor, _patch, _pre = _semver(value)
-    return f"{major}.{minor}"
 
 
 # Functions that read the runtime get Jinja's context as their first argument.

@@ -86,7 +86,9 @@ def to_complex(value: Any) -> str:
 
 def json_escape(value: Any) -> str:
     """value escaped for use inside a JSON string (json.dumps without the outer quotes)."""
-    return json.dumps(_plain(value)).strip('"')
+    text = json.dumps(_plain(value))
+    # Only the enclosing quotes go: a string ending in an escaped quote keeps it.
+    return text[1:-1] if isinstance(_plain(value), str) else text
 
 
 # -- regular expressions -------------------------------------------------------------------------
