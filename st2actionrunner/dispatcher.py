@@ -52,7 +52,8 @@ from st2common.models.db.pack import PackDB
 from st2common.persistence.access import Access
 from st2common.runners import registry
 from st2common.runners.base import ActionRunner, RunContext, RunResult
-from st2common.services import configs, executions
+from st2common.services import configs, executions, keyvalues
+from st2common.templating import st2kv_context
 from st2common.transport.consumer import Handler
 from st2common.transport.publisher import Publisher
 from st2common.util.process import pid_alive
@@ -107,6 +108,7 @@ class Dispatcher:
         self.running: dict[str, Run] = {}
         self._owner_alive = owner_alive or self._same_host_owner_alive
         self._pack_access = Access(PackDB)
+        self.datastore = keyvalues.Datastore(settings)
 
     def handlers(self) -> list[Handler]:
         """The consumers' handlers: scheduled work, shared cancels, and this process's cancels."""
@@ -218,9 +220,11 @@ class Dispatcher:
                                               execution.action_ref)
         run_context = execution.context or {}
         # The pack's config for the run's user; one that failed validation fails the run with its message.
-        config = configs.load(action.get("pack") or "", run_context.get("api_user") or run_context.get("user"),
-                              self.settings).values
-        values = params.render_final(schema, execution.parameters, execution.context, config)
+        user = run_context.get("api_user") or run_context.get("user")
+        config = configs.load(action.get("pack") or "", user, self.settings).values
+        # The real datastore, so decrypt_kv templates (kept unrendered at request time) decrypt here.
+        values = params.render_final(schema, execution.parameters, execution.context, config,
+                                     extra=st2kv_context(self.datastore, user))
         runner_parameters, action_parameters = schema.split(values)
         return RunContext(
             execution_id=str(execution.pk),

@@ -331,6 +331,11 @@ def _defaults(schema: ParameterSchema, given: Mapping[str, Any], literals: dict[
     return templated
 
 
+def _decrypts(value: Any) -> bool:
+    """True for a template that decrypts a datastore value (rendered only at run time)."""
+    return isinstance(value, str) and "decrypt_kv" in value and contains_template(value)
+
+
 def render_live(schema: ParameterSchema, supplied: Mapping[str, Any] | None,
                 context: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -349,6 +354,10 @@ def render_live(schema: ParameterSchema, supplied: Mapping[str, Any] | None,
             literals[name] = cast(name, value, schema.definitions[name])
     templated_defaults = _defaults(schema, given, literals, templates)
     _check_required(schema, literals, templates)
+    if any(_decrypts(template) for template in templates.values()):
+        # A template that decrypts a datastore secret is rendered only in the action
+        # runner (render_final), so the clear value never reaches the stored execution.
+        return {name: literals.get(name, templates.get(name)) for name in given}
     rendered = _resolve(schema, literals, templates, _scope(context, config, extra))
     values = {**literals, **rendered}
     validate(schema, values)
@@ -362,8 +371,12 @@ def render_live(schema: ParameterSchema, supplied: Mapping[str, Any] | None,
 def render_final(schema: ParameterSchema, live: Mapping[str, Any] | None,
                  context: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Run-time rendering: stored values as literals plus every default; all values, validated."""
+    """Run-time rendering: stored values as literals plus every default; all values, validated.
+
+    Stored templates that decrypt a datastore secret (kept unrendered by render_live) render here.
+    """
     literals: dict[str, Any] = {}
+    templates: dict[str, Any] = {}
     for name, value in (live or {}).items():
         definition = schema.definitions.get(name)
         if definition is None:
@@ -372,9 +385,11 @@ def render_final(schema: ParameterSchema, live: Mapping[str, Any] | None,
             continue
         if value is None or definition.get("immutable"):
             continue
+        if _decrypts(value):
+            templates[name] = value
+            continue
         literals[name] = cast(name, value, definition)
-    templates: dict[str, Any] = {}
-    _defaults(schema, literals, literals, templates)
+    _defaults(schema, {**literals, **templates}, literals, templates)
     _check_required(schema, literals, templates)
     rendered = _resolve(schema, literals, templates, _scope(context, config, extra))
     values = {**literals, **rendered}

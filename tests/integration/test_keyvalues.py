@@ -312,3 +312,17 @@ def test_keys_reach_a_core_local_command_through_templates(start_platform, tmp_p
     # Then the command printed their values
     assert execution.status == statuses.SUCCEEDED, execution.result
     assert execution.result["stdout"] == "hello from the datastore / alice-value"
+
+
+def test_an_encrypted_key_reaches_the_command_but_never_the_stored_execution(start_platform):  # noqa: F811
+    # Given an encrypted system key
+    platform = start_platform()
+    crypto.write_key_file(platform.settings.keyvalue.encryption_key_path)
+    store = keyvalues.Datastore(platform.settings)
+    store.set("db_password", "s3cr3t-Pa55", secret=True)
+    # When core.local runs a command that decrypts it
+    execution = platform.run("core.local", {"cmd": "echo pw={{ st2kv.system.db_password | decrypt_kv }}"})
+    # Then the command got the clear value, while the stored parameters keep the template
+    assert execution.status == statuses.SUCCEEDED, execution.result
+    assert execution.result["stdout"] == "pw=s3cr3t-Pa55"
+    assert "s3cr3t-Pa55" not in str(execution.parameters)
