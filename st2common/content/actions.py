@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mongoengine as me
 
 from st2common.content import schemas
-from st2common.content.loader import PackDir, YamlDocument, load_mapping
+from st2common.content.loader import PackDir, YamlDocument
 from st2common.exceptions import ContentError, ParameterError, UnknownRunnerError
 from st2common.models.db.action import ActionDB
 from st2common.models.db.runner import RunnerTypeDB
@@ -138,26 +137,17 @@ def register_action(run: "Registration", spec: ActionSpec) -> bool:
 
 def register_pack_actions(run: "Registration", pack: PackDir, runners: RunnerTypes) -> None:
     """Register every action of one pack, reporting the files that cannot be."""
-    report = run.report
     seen: dict[str, str] = {}
+
+    def register(document: YamlDocument) -> tuple[bool, str]:
+        spec = parse_action(document, pack, runners)
+        if spec.ref in seen:
+            raise _error(f'action "{spec.ref}" is already defined in {seen[spec.ref]}', document, pack, ["name"])
+        seen[spec.ref] = spec.metadata_file
+        return register_action(run, spec), spec.ref
+
     for path in action_files(pack):
-        try:
-            document = load_mapping(path, pack=pack.ref)
-            spec = parse_action(document, pack, runners)
-            if spec.ref in seen:
-                raise _error(f'action "{spec.ref}" is already defined in {seen[spec.ref]}',
-                             document, pack, ["name"])
-            seen[spec.ref] = spec.metadata_file
-            changed = register_action(run, spec)
-        except ContentError as exc:
-            report.fail(KIND, exc)
-            continue
-        except me.ValidationError as exc:
-            report.fail(KIND, ContentError(f"cannot be stored: {exc}", pack=pack.ref, path=str(path)))
-            continue
-        report.count(KIND, changed)
-        if changed:
-            LOG.info("action %s registered from %s", spec.ref, path)
+        run.register_file(KIND, pack, path, register)
 
 
 def register_actions(run: "Registration") -> None:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import mongoengine as me
 
-from st2common.content.loader import search_paths
+from st2common.content.loader import YamlDocument, load_mapping, search_paths
 from st2common.content.packs import PackCatalog
 from st2common.exceptions import ConflictError, ContentError, ValidationError
 from st2common.persistence.access import Access
@@ -107,6 +107,21 @@ class Registration:
         self.report = report or RegistrationReport()
         self._access: dict[type, Access] = {}
         self._catalog: PackCatalog | None = None
+
+    def register_file(self, kind: str, pack, path, register: Callable[[YamlDocument], tuple[bool, str]]) -> None:
+        """Load one metadata file of pack and register it with register (-> (changed, ref));
+        a file that fails is reported and the run goes on."""
+        try:
+            changed, ref = register(load_mapping(path, pack=pack.ref))
+        except ContentError as exc:
+            self.report.fail(kind, exc)
+            return
+        except me.ValidationError as exc:
+            self.report.fail(kind, ContentError(f"cannot be stored: {exc}", pack=pack.ref, path=str(path)))
+            return
+        self.report.count(kind, changed)
+        if changed:
+            LOG.info("%s %s registered from %s", kind, ref, path)
 
     def access(self, model: type[me.Document]) -> Access:
         """The access object for model, publishing through this run's publisher."""

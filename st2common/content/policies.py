@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jsonschema
-import mongoengine as me
 from jsonschema.exceptions import best_match
 
 from st2common.content import schemas
-from st2common.content.loader import PackDir, YamlDocument, load_mapping
+from st2common.content.loader import PackDir, YamlDocument
 from st2common.exceptions import ConflictError, ContentError
 from st2common.models.db.action import ActionDB
 from st2common.models.db.policy import PolicyDB, PolicyTypeDB
@@ -208,7 +207,7 @@ def ensure_policy_types() -> None:
                 pass  # another process stored it first
 
 
-def _register_file(run: "Registration", pack: PackDir, document: YamlDocument) -> bool:
+def _register_file(run: "Registration", pack: PackDir, document: YamlDocument) -> tuple[bool, str]:
     spec = parse_policy(document.data, pack.ref, action_registered, document.line_of, str(document.path),
                         pack.relative(document.path))
     other = run.access(PolicyDB).get(resource_ref=spec.resource_ref, policy_type=spec.policy_type)
@@ -217,23 +216,13 @@ def _register_file(run: "Registration", pack: PackDir, document: YamlDocument) -
                            "an action has at most one policy of each type", pack=pack.ref,
                            path=str(document.path), line=document.line_of(["policy_type"]), field="policy_type")
     _, changed = run.upsert(PolicyDB, {"ref": spec.ref}, spec.fields())
-    return changed
+    return changed, spec.ref
 
 
 def register_pack_policies(run: "Registration", pack: PackDir) -> None:
     """Register every policy of one pack, reporting the files that cannot be."""
     for path in pack.metadata_files(FOLDER):
-        try:
-            changed = _register_file(run, pack, load_mapping(path, pack=pack.ref))
-        except ContentError as exc:
-            run.report.fail(KIND, exc)
-            continue
-        except me.ValidationError as exc:
-            run.report.fail(KIND, ContentError(f"cannot be stored: {exc}", pack=pack.ref, path=str(path)))
-            continue
-        run.report.count(KIND, changed)
-        if changed:
-            LOG.info("policy in %s registered", path)
+        run.register_file(KIND, pack, path, lambda document: _register_file(run, pack, document))
 
 
 def register_policies(run: "Registration") -> None:

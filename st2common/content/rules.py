@@ -14,11 +14,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-import mongoengine as me
 
 from st2common import operators
 from st2common.content import schemas
-from st2common.content.loader import PackDir, YamlDocument, load_mapping
+from st2common.content.loader import PackDir, YamlDocument
 from st2common.exceptions import ContentError, ValidationError
 from st2common.models.db.action import ActionDB
 from st2common.models.db.rule import RULE_TYPE_BACKSTOP, RULE_TYPE_STANDARD, RuleDB, RuleTypeDB
@@ -264,28 +263,20 @@ def register_rule_types(run: "Registration") -> None:
 
 def register_pack_rules(run: "Registration", pack: PackDir, references: References) -> None:
     """Register every rule of one pack, reporting the files that cannot be."""
-    report = run.report
     settings = run.settings
     validate_parameters = settings.system.validate_trigger_parameters if settings is not None else True
     seen: dict[str, str] = {}
+
+    def register(document: YamlDocument) -> tuple[bool, str]:
+        spec = parse_rule(document, pack, references, validate_parameters)
+        if spec.ref in seen:
+            raise ContentError(f'rule "{spec.ref}" is already defined in {seen[spec.ref]}', pack=pack.ref,
+                               path=str(document.path), line=document.line_of(["name"]), field="name")
+        seen[spec.ref] = spec.metadata_file or str(document.path)
+        return register_rule(run, spec), spec.ref
+
     for path in pack.metadata_files(FOLDER):
-        try:
-            document = load_mapping(path, pack=pack.ref)
-            spec = parse_rule(document, pack, references, validate_parameters)
-            if spec.ref in seen:
-                raise ContentError(f'rule "{spec.ref}" is already defined in {seen[spec.ref]}', pack=pack.ref,
-                                   path=str(path), line=document.line_of(["name"]), field="name")
-            seen[spec.ref] = spec.metadata_file or str(path)
-            changed = register_rule(run, spec)
-        except ContentError as exc:
-            report.fail(KIND, exc)
-            continue
-        except me.ValidationError as exc:
-            report.fail(KIND, ContentError(f"cannot be stored: {exc}", pack=pack.ref, path=str(path)))
-            continue
-        report.count(KIND, changed)
-        if changed:
-            LOG.info("rule %s registered from %s", spec.ref, path)
+        run.register_file(KIND, pack, path, register)
 
 
 def register_rules(run: "Registration") -> None:

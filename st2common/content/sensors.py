@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mongoengine as me
 
 from st2common.content import schemas
-from st2common.content.loader import PackDir, YamlDocument, load_mapping
+from st2common.content.loader import PackDir, YamlDocument
 from st2common.content.triggers import SENSORS_FOLDER, TRIGGER_TYPE_SCHEMA
 from st2common.exceptions import ContentError
 from st2common.models.db.sensor import MINIMUM_POLL_INTERVAL, SensorTypeDB
@@ -124,26 +123,18 @@ def register_sensor(run: "Registration", spec: SensorSpec) -> bool:
 
 def register_pack_sensors(run: "Registration", pack: PackDir) -> None:
     """Register every sensor of one pack, reporting the files that cannot be."""
-    report = run.report
     seen: dict[str, str] = {}
+
+    def register(document: YamlDocument) -> tuple[bool, str]:
+        spec = parse_sensor(document, pack)
+        if spec.ref in seen:
+            raise _error(f'sensor "{spec.ref}" is already defined in {seen[spec.ref]}',
+                         document, pack, ["class_name"])
+        seen[spec.ref] = spec.metadata_file
+        return register_sensor(run, spec), spec.ref
+
     for path in sensor_files(pack):
-        try:
-            document = load_mapping(path, pack=pack.ref)
-            spec = parse_sensor(document, pack)
-            if spec.ref in seen:
-                raise _error(f'sensor "{spec.ref}" is already defined in {seen[spec.ref]}',
-                             document, pack, ["class_name"])
-            seen[spec.ref] = spec.metadata_file
-            changed = register_sensor(run, spec)
-        except ContentError as exc:
-            report.fail(KIND, exc)
-            continue
-        except me.ValidationError as exc:
-            report.fail(KIND, ContentError(f"cannot be stored: {exc}", pack=pack.ref, path=str(path)))
-            continue
-        report.count(KIND, changed)
-        if changed:
-            LOG.info("sensor %s registered from %s", spec.ref, path)
+        run.register_file(KIND, pack, path, register)
 
 
 def register_sensors(run: "Registration") -> None:
