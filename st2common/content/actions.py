@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from st2common.content import schemas
 from st2common.content.loader import PackDir, YamlDocument
 from st2common.exceptions import ContentError, ParameterError, UnknownRunnerError

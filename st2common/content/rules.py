@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-
 from st2common import operators
 from st2common.content import schemas
 from st2common.content.loader import PackDir, YamlDocument

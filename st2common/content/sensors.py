@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from st2common.content import schemas
 from st2common.content.loader import PackDir, YamlDocument
 from st2common.content.triggers import SENSORS_FOLDER, TRIGGER_TYPE_SCHEMA
