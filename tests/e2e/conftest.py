@@ -55,6 +55,24 @@ def install_pack(name: str, packs_path: Path) -> Path:
     return Path(shutil.copytree(TEST_PACKS / name, packs_path / name))
 
 
+def processes_with_env(variable: str, value: str) -> dict[int, str]:
+    """{pid: command line} of every live process whose environment has variable=value."""
+    needle = f"{variable}={value}".encode()
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or not pid_alive(int(entry.name)):
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                if needle not in handle.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                found[int(entry.name)] = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+    return found
+
+
 class Platform:
     """One platform's config in a temporary folder, driven through st2ctl."""
 
@@ -118,20 +136,7 @@ system_packs_base_path = {REPO / "contrib" / "packs"}
 
     def processes(self) -> dict[int, str]:
         """{pid: command line} of every live process started by this platform, wherever it went."""
-        needle = f"{MARK_VARIABLE}={self.mark}".encode()
-        found = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit() or not pid_alive(int(entry.name)):
-                continue
-            try:
-                with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                    if needle not in handle.read().split(b"\0"):
-                        continue
-                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                    found[int(entry.name)] = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            except OSError:
-                continue
-        return found
+        return processes_with_env(MARK_VARIABLE, self.mark)
 
     def stop_and_check(self) -> None:
         """st2ctl stop, then fail if any process of this platform survived it (killing the survivors)."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from e2e.conftest import free_port, wait_for
+from e2e.conftest import free_port, processes_with_env, wait_for
 from e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
 from st2actionrunner.runners import write_all
 from st2common.util.process import pid_alive, tree_pids
@@ -95,20 +95,7 @@ def wait_status(api_url: str, ident: str, statuses=TERMINAL, timeout: float = 10
 
 def action_processes(ident: str) -> dict[int, str]:
     """{pid: command line} of live processes running for the execution (its ST2_ACTION_EXECUTION_ID)."""
-    needle = f"ST2_ACTION_EXECUTION_ID={ident}".encode()
-    found = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or not pid_alive(int(entry.name)):
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                if needle not in handle.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                found[int(entry.name)] = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-    return found
+    return processes_with_env("ST2_ACTION_EXECUTION_ID", ident)
 
 
 def runs_command(ident: str, command: str) -> bool:
