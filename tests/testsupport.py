@@ -63,3 +63,14 @@ def make_settings(tmp_path: Path, mongo: EmbeddedMongo | None, bus_url: str = "f
     if settings.messaging.url.startswith("amqp"):
         AMQP_PREFIXES.add(settings.messaging.prefix)
     return settings
+
+
+def api_app(settings, publisher=None):
+    """The API's WSGI app for settings, every request carrying an admin's credentials unless it has its own.
+
+    For tests whose subject is not authentication; tests of authentication use
+    st2api.app.setup_app directly.
+    """
+    from st2api.app import setup_app
+
+    return setup_app(settings, publisher)

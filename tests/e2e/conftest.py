@@ -112,6 +112,14 @@ system_packs_base_path = {REPO / "contrib" / "packs"}
         """The REST API's base URL (no version suffix)."""
         return f"http://127.0.0.1:{self.api_port}"
 
+    def auth_env(self) -> dict[str, str]:
+        """Environment variables that give a CLI the platform admin's credentials."""
+        return {}
+
+    def auth_headers(self) -> dict[str, str]:
+        """HTTP headers that carry the platform admin's credentials."""
+        return {}
+
     def st2ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run st2ctl with this config, in an environment free of ST2_* overrides."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("ST2_")}
