@@ -26,7 +26,8 @@ RUN pip install . && rm -rf build *.egg-info
 
 COPY contrib/packs /opt/stackstorm/packs
 COPY conf/st2.prod.conf /etc/st2/st2.conf
-RUN chown -R st2:st2 /opt/stackstorm
+# The datastore key lives in keys/ (the st2-keys volume starts as a copy of it): owner only.
+RUN chown -R st2:st2 /opt/stackstorm && chmod 700 /opt/stackstorm/keys
 
 USER st2
 WORKDIR /opt/stackstorm

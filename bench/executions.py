@@ -77,9 +77,10 @@ def stamp(text: str) -> float:
 class Api:
     """The few REST calls the bench makes, on one keep-alive session per thread."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
         self.url = f"{base_url}/v1/executions"
         self.session = requests.Session()
+        self.session.headers.update(headers or {})
 
     def request(self, action: str, parameters: dict) -> str:
         response = self.session.post(self.url, json={"action": action, "parameters": parameters}, timeout=30)
@@ -188,15 +189,15 @@ def backlog(platform: Platform, bus: str, amqp_url: str) -> dict[str, int]:
 
 def throughput(platform: Platform, burst: int, threads: int) -> dict:
     """burst core.noop POSTed at once from threads threads; executions/s on both clocks, CPU per process."""
-    base_url = platform.api_url
-    apis = [Api(base_url) for _ in range(threads)]
+    base_url, headers = platform.api_url, platform.auth_headers()
+    apis = [Api(base_url, headers) for _ in range(threads)]
     cpu_before = cpu_seconds(platform)
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         ids = list(pool.map(lambda i: apis[i % threads].request("core.noop", {}), range(burst)))
     posted = time.perf_counter() - started
     # Watch the oldest pending one only, and not too often: the platform gets the CPU.
-    pending, done, watcher = list(ids), {}, Api(base_url)
+    pending, done, watcher = list(ids), {}, Api(base_url, headers)
     while pending:
         execution = watcher.get(pending[0])
         if execution["status"] in TERMINAL:
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         if started.returncode != 0:
             print(started.stdout + started.stderr, file=sys.stderr)
             return 1
-        api = Api(platform.api_url)
+        api = Api(platform.api_url, platform.auth_headers())
         info = machine(args.commit)
         idle = {"after start": idle_cpu(platform)}
         results = [latency(api, label, parameters, args.runs) for label, parameters in ACTIONS]

@@ -4,6 +4,8 @@ Start-up: register this worker (heartbeats keep it alive in the registry),
 sweep once for what a crash left behind (stuck requests re-published, runs of
 dead workers abandoned), then consume requests, scheduled work, cancels and
 the updates of completed executions (the notifier), and sweep periodically.
+A broadcast queue on the policy exchange keeps the in-memory policy index
+(st2common.services.policies.INDEX) current: any policy event forgets it.
 Stop: stop consuming, abandon the runs still going (StackStorm's graceful
 shutdown), deregister.
 """
@@ -17,7 +19,9 @@ import logging  # noqa: E402
 from st2common.models.db.worker import WorkerDB  # noqa: E402
 from st2common.persistence.access import Access  # noqa: E402
 from st2common.service import Service  # noqa: E402
+from st2common.persistence.cache import Forget  # noqa: E402
 from st2common.services import executions, sweep  # noqa: E402
+from st2common.services import policies as policy_service  # noqa: E402
 from st2common.services.workers import WorkerRegistry  # noqa: E402
 from st2common.transport.connection import make_connection  # noqa: E402
 from st2common.transport.consumer import Consumer, run_in_background  # noqa: E402
@@ -42,8 +46,9 @@ class ActionRunnerService:
         self.dispatcher = Dispatcher(settings, publisher, self.worker_id, owner_alive=self._owner_alive)
         self.scheduler = Scheduler(publisher, dispatcher=self.dispatcher)
         self.notifier = Notifier(settings, publisher)
+        self.policy_events = Forget(publisher.topology.broadcast_queue("policy"), policy_service.INDEX)
         self.consumer = Consumer(make_connection(settings.messaging), publisher,
-                                 [self.scheduler, *self.dispatcher.handlers(), self.notifier],
+                                 [self.scheduler, *self.dispatcher.handlers(), self.notifier, self.policy_events],
                                  max_redeliveries=settings.messaging.max_redeliveries,
                                  pool_size=settings.messaging.prefetch_count)
         self.sweeper: sweep.PeriodicSweep | None = None
@@ -68,6 +73,9 @@ class ActionRunnerService:
         self._thread = run_in_background(self.consumer)
         if not self.consumer.wait_ready(READY_TIMEOUT):
             LOG.warning("%s: consumers not ready after %.0f s; continuing", SERVICE, READY_TIMEOUT)
+        else:
+            # From here every policy change reaches the index as an event.
+            policy_service.INDEX.watch()
         self.sweeper = sweep.periodic(access, self.publisher, self.settings, self.workers,
                                       interval=self.settings.scheduler.gc_interval)
 

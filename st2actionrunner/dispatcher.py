@@ -43,16 +43,19 @@ import eventlet
 from eventlet.greenthread import GreenThread
 from greenlet import GreenletExit
 
+from st2common import masking
 from st2common import parameters as params
 from st2common import statuses
 from st2common.exceptions import NotFoundError, StackStormBaseException, StaleRecordError, TransitionError
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.pack import PackDB
+from st2common.models.db.trigger import TriggerInstanceDB
 from st2common.persistence.access import Access
+from st2common.persistence.cache import RecordCache
 from st2common.runners import registry
 from st2common.runners.base import ActionRunner, RunContext, RunResult
-from st2common.services import configs, executions, keyvalues
+from st2common.services import configs, executions, keyvalues, tokens
 from st2common.templating import st2kv_context
 from st2common.transport.consumer import Handler
 from st2common.transport.publisher import Publisher
@@ -68,6 +71,11 @@ CANCEL_GRACE = 3.0
 _FINISH_ATTEMPTS = 30
 _CLAIMABLE = (statuses.SCHEDULED, statuses.REQUESTED, statuses.DELAYED)
 ABANDONED_ERROR = "the action runner stopped while the execution was {status}"
+# Where each pack lives, for runs with an entry point (forgotten on pack writes here, else after 1 s).
+PACK_PATHS = RecordCache("pack paths", (PackDB,), 1.0)
+# Runners whose actions are processes that may call the API back: they get a token (ST2_ACTION_AUTH_TOKEN).
+PROCESS_RUNNERS = frozenset({"local-shell-cmd", "local-shell-script", "python-script",
+                             "remote-shell-cmd", "remote-shell-script"})
 
 
 def load(access: Access[ExecutionDB], execution_id: Any) -> ExecutionDB | None:
@@ -158,6 +166,8 @@ class Dispatcher:
                     return
             LOG.info("execution %s of %s running", run.execution_id, execution.action_ref)
             result = self._result_of(run, execution)
+            # The clear secrets the run saw never reach its stored result (see st2common/masking.py).
+            result = masking.release(run.execution_id, result)
             while True:
                 try:
                     self._finish(run, execution, result)
@@ -192,9 +202,24 @@ class Dispatcher:
                 writer.close()
 
     def _run_runner(self, run: Run, execution: ExecutionDB, output: Callable[[str, str], None]) -> RunResult:
-        ctx = self._context(execution, output)
         runner_type = (execution.runner or {}).get("name") or (execution.action or {}).get("runner_type")
-        runner = registry.resolve(runner_type)(ctx)
+        token = None
+        if runner_type in PROCESS_RUNNERS and self.settings.auth.enable:
+            token = self._execution_token(execution)
+        try:
+            runner = registry.resolve(runner_type)(self._context(execution, output, token))
+            return self._run_started(run, runner)
+        finally:
+            if token:
+                tokens.revoke(token)
+
+    def _execution_token(self, execution: ExecutionDB) -> str:
+        """A token of the execution's user for the action's own API calls, as StackStorm issues one."""
+        user = (execution.context or {}).get("user") or self.settings.system_user.user
+        return tokens.issue(self.settings, user, ttl=self.settings.auth.service_token_ttl, service=True,
+                            metadata={"service": "actionrunner", "execution_id": str(execution.pk)})[1]
+
+    def _run_started(self, run: Run, runner) -> RunResult:
         run.runner = runner
         if run.cancel_requested:
             return RunResult(statuses.CANCELED)
@@ -213,7 +238,8 @@ class Dispatcher:
             except Exception:  # clean-up trouble must not change how the run ended
                 LOG.exception("execution %s: post_run failed", run.execution_id)
 
-    def _context(self, execution: ExecutionDB, output: Callable[[str, str], None]) -> RunContext:
+    def _context(self, execution: ExecutionDB, output: Callable[[str, str], None],
+                 token: str | None = None) -> RunContext:
         action = execution.action or {}
         runner = execution.runner or {}
         schema = params.ParameterSchema.build(runner.get("runner_parameters"), action.get("parameters"),
@@ -221,10 +247,14 @@ class Dispatcher:
         run_context = execution.context or {}
         # The pack's config for the run's user; one that failed validation fails the run with its message.
         user = run_context.get("api_user") or run_context.get("user")
-        config = configs.load(action.get("pack") or "", user, self.settings).values
+        pack_config = configs.load(action.get("pack") or "", user, self.settings)
+        config = pack_config.values
         # The real datastore, so decrypt_kv templates (kept unrendered at request time) decrypt here.
         values = params.render_final(schema, execution.parameters, execution.context, config,
-                                     extra=st2kv_context(self.datastore, user))
+                                     extra={**st2kv_context(self.datastore, user), **self._trigger_scope(execution)})
+        # Output chunks (and, while it runs, log lines) are scrubbed of the run's clear secrets.
+        secrets = [*pack_config.secret_values(), *([token] if token else [])]
+        output = masking.guard(str(execution.pk), schema, values, secrets).output(output)
         runner_parameters, action_parameters = schema.split(values)
         return RunContext(
             execution_id=str(execution.pk),
@@ -241,11 +271,24 @@ class Dispatcher:
             output=output,
             publish=self.publisher.publish,
             settings=self.settings,
+            auth_token=token,
         )
+
+    def _trigger_scope(self, execution: ExecutionDB) -> dict[str, Any]:
+        """``trigger`` for a rule's parameter held back for the run (it decrypts): the instance's payload."""
+        instance_id = ((execution.context or {}).get("trigger_instance") or {}).get("id")
+        held = [value for value in (execution.parameters or {}).values() if masking.decrypts(value)]
+        if not instance_id or not any("trigger" in repr(value) for value in held):
+            return {}
+        instance = TriggerInstanceDB.objects(pk=instance_id).only("payload").first()
+        return {"trigger": dict(instance.payload or {})} if instance is not None else {}
 
     def _pack_path(self, pack: str | None) -> Path | None:
         if not pack:
             return None
+        return PACK_PATHS.get(pack, lambda: self._read_pack_path(pack))
+
+    def _read_pack_path(self, pack: str) -> Path | None:
         record = self._pack_access.get(ref=pack)
         return Path(record.path) if record is not None and record.path else None
 
@@ -306,7 +349,7 @@ class Dispatcher:
         execution = load(self.access, execution_id)
         if execution is None or execution.status != statuses.CANCELING:
             return
-        if (execution.runner or {}).get("name") == "orquesta":
+        if (execution.runner or {}).get("name") in registry.WORKFLOW_RUNNERS:
             return  # the workflow engine cancels it once its children have stopped
         run = self.running.get(str(execution.pk))
         if run is not None:

@@ -8,17 +8,30 @@
 |                                            | the execution's notify on-complete, on-success (when    |
 |                                            | succeeded) and on-failure (failed, timeout, abandoned)  |
 
-Every execution update comes here; all but the completing one are ignored
-after one read. A redelivered update must not dispatch twice, and executions
+Every execution update comes here. One that names a status (update_status
+puts it in the message) that is not a completed one is dropped unread; the
+rest are read, and ignored unless the record is completed. A completion may
+still arrive twice (a redelivery, or an update that names no status read after
+the record completed), and it must not dispatch twice: executions
 carry no "notified" flag, so each trigger instance gets an id derived from
 the execution, the trigger and the route: the second dispatch of the same
-instance stores nothing (see triggers.dispatch's instance_id).
+instance stores nothing (see triggerinstances.dispatch's instance_id).
 
 The instances join the execution's trace, caused by the execution, as
 StackStorm links them. An execution with no trace yet (requested through the
 API, not by a rule) gets one, tagged ``execution-<id>`` or by its
 ``trace_context``, so the chain execution -> action trigger -> rule -> next
-execution is on record.
+execution is on record. For an execution that carries no trace context and
+has no parent, nothing else can have linked it to a trace, so its trace is
+created without a lookup, under an id derived from the execution's (a repeat
+stores nothing).
+
+Executions completed at the same time share the work: they are read in one
+query (a batch Loader), and the action triggers of those without notify
+routes are written together (st2actionrunner.actiontriggers: one insert each
+of traces, trigger instances and trace links per batch). Nothing else reads
+on this path: the trigger, the traces this process made and the policy index
+come from memory. Executions with notify routes go one by one.
 """
 
 from __future__ import annotations
@@ -32,21 +45,24 @@ from typing import Any, Mapping
 from bson import ObjectId
 
 from st2common import statuses, templating
-from st2common.exceptions import NotFoundError, StackStormBaseException
+from st2common.exceptions import StackStormBaseException
 from st2common.models.api.base import isotime, mask_parameters
 from st2common.models.api.execution import mask_result, parameter_schema
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.trace import COMPONENT_EXECUTION
-from st2common.services import executions, triggers
+from st2common.persistence.batches import Loader
+from st2common.services import executions, triggerinstances, triggertypes
 from st2common.services.keyvalues import Datastore
 from st2common.services import trace as trace_service
 from st2common.transport.consumer import Handler
 from st2common.transport.publisher import Publisher
 from st2actionrunner import policies
+from st2actionrunner.actiontriggers import ActionTriggers
 
 LOG = logging.getLogger(__name__)
 
 QUEUE = "notifiers.execution.work"
+ACTION_TRIGGER_KIND = "actiontrigger"
 
 # notify section -> (statuses it applies to (None: every completed one), default message suffix).
 _SECTIONS = (
@@ -85,33 +101,44 @@ class Notifier(Handler):
         # st2kv in notify messages and data.
         self.datastore = Datastore(settings)
         self.access = executions.access(None)
+        self.loader = Loader(self.access)
+        self.action_triggers = ActionTriggers(
+            publisher, validate=settings.system.validate_trigger_payload, payload=action_trigger_payload,
+            instance_id=lambda execution: instance_id(execution, ACTION_TRIGGER_KIND), one_by_one=self._dispatch_one)
 
     def start(self) -> None:
         """Make sure the trigger types it dispatches exist, and follow the payload validation setting."""
-        triggers.configure(self.settings)
-        triggers.register_system_trigger_types(self.publisher)
+        triggerinstances.configure(self.settings)
+        triggertypes.register_system_trigger_types(self.publisher)
 
     def handle(self, body: dict[str, Any]) -> None:
         """Dispatch what a completed execution owes; anything else is not for us."""
-        try:
-            execution = self.access.get_by_id(body.get("id"))
-        except NotFoundError:
+        if body.get("status") and body["status"] not in statuses.COMPLETED:
             return
-        if execution.status not in statuses.COMPLETED:
+        execution = self.loader.get(body.get("id"))
+        if execution is None or execution.status not in statuses.COMPLETED:
             return
         # Post-run policies (concurrency slots freed, retries requested): st2actionrunner.policies.
         policies.after_run(self.publisher, execution)
         emit = self.action_trigger and execution.status in self.emit_when
         notify = dict(execution.notify or {})
-        if not emit and not notify:
-            return
-        context = self._trace_context(execution)
         if notify:
+            context = self._trace_context(execution)
             self._notify(execution, notify, context)
-        if emit:
-            triggers.dispatch(self.publisher, triggers.ACTION_TRIGGER_REF, action_trigger_payload(execution),
-                              trace_context=context, instance_id=instance_id(execution, "actiontrigger"))
-            LOG.debug("execution %s (%s): action trigger dispatched", execution.pk, execution.status)
+            if emit:
+                self._action_trigger(execution, context)
+        elif emit:
+            self.action_triggers.dispatch(execution)
+
+    def _dispatch_one(self, execution: ExecutionDB) -> None:
+        """The action trigger of one execution, its trace found or made on the way (a repeat stores nothing)."""
+        self._action_trigger(execution, self._trace_context(execution))
+
+    def _action_trigger(self, execution: ExecutionDB, context: Mapping[str, Any]) -> None:
+        triggerinstances.dispatch(self.publisher, triggertypes.ACTION_TRIGGER_REF,
+                                  action_trigger_payload(execution), trace_context=context,
+                                  instance_id=instance_id(execution, ACTION_TRIGGER_KIND))
+        LOG.debug("execution %s (%s): action trigger dispatched", execution.pk, execution.status)
 
     def _notify(self, execution: ExecutionDB, notify: Mapping[str, Any], context: Mapping[str, Any]) -> None:
         scope = None
@@ -125,9 +152,9 @@ class Notifier(Handler):
             scope = scope if scope is not None else self._scope(execution)
             payload = notify_payload(execution, spec, suffix, scope)
             for route in routes:
-                triggers.dispatch(self.publisher, triggers.NOTIFY_TRIGGER_REF,
-                                  dict(payload, route=route, channel=route), trace_context=context,
-                                  instance_id=instance_id(execution, f"notify:{section}:{route}"))
+                triggerinstances.dispatch(self.publisher, triggertypes.NOTIFY_TRIGGER_REF,
+                                          dict(payload, route=route, channel=route), trace_context=context,
+                                          instance_id=instance_id(execution, f"notify:{section}:{route}"))
             LOG.debug("execution %s: %s notified to %s", execution.pk, section, routes)
 
     def _scope(self, execution: ExecutionDB) -> dict[str, Any]:
@@ -142,6 +169,10 @@ class Notifier(Handler):
         carried = dict((execution.context or {}).get("trace_context") or {})
         if carried.get("id_"):
             return carried
+        if not carried.get("trace_tag") and not execution.parent:
+            trace = trace_service.start_for_execution(execution.pk)
+            trace_service.add_execution(trace, execution.pk, execution.action_ref)
+            return trace_service.trace_context(trace)
         trace = trace_service.trace_of(COMPONENT_EXECUTION, execution.pk)
         if trace is None and execution.parent:
             trace = trace_service.trace_of(COMPONENT_EXECUTION, execution.parent)

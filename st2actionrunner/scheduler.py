@@ -6,6 +6,7 @@
 | delay (ms) not over | requested -> delayed, then a green timer for the rest; -> scheduled when it fires |
 | hands on to         | this process's dispatcher when it has room (no bus hop), else the bus           |
 |                     | (liveaction.status ``scheduled``, queue actionrunner.work)                      |
+| reads               | the requests it is handed at the same time, in one query (a batch Loader)      |
 
 The record is the truth: a delay is counted from the execution's
 start_timestamp, so a timer lost with its process is made good at the next
@@ -44,6 +45,7 @@ from st2common.exceptions import NotFoundError, StaleRecordError, TransitionErro
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
 from st2common.persistence.access import Access
+from st2common.persistence.batches import Loader
 from st2common.services import executions
 from st2common.transport.consumer import Handler
 from st2common.transport.publisher import Publisher
@@ -86,6 +88,7 @@ class Scheduler(Handler):
     def __init__(self, publisher: Publisher, dispatcher: LocalDispatcher | None = None) -> None:
         self.queue = publisher.topology.work_queue(QUEUE)
         self.access = executions.access(publisher)
+        self.loader = Loader(self.access)
         self.dispatcher = dispatcher
         self._timers: dict[str, Any] = {}
         # execution id -> how often a concurrency policy delayed it (spaces its re-checks).
@@ -93,7 +96,7 @@ class Scheduler(Handler):
 
     def handle(self, body: dict[str, Any]) -> None:
         """Schedule or delay the requested execution body["id"]; anything else is a stale nudge."""
-        execution = load(self.access, body)
+        execution = self.loader.get(body.get("id"))
         if execution is None:
             LOG.warning("scheduler: no execution %s", body.get("id"))
             return

@@ -5,7 +5,8 @@ Router table (st2api/controllers) and calls the handler with a Call. Errors
 become ``{"faultstring": ...}`` bodies through st2api/errors.py only. The
 middleware around the app answers OPTIONS (CORS pre-flight, no auth), refuses
 bodies over ``[api] max_body_size`` and puts the CORS headers and
-``X-Request-ID`` on every response, errors included.
+``X-Request-ID`` on every response, errors included. An origin is allowed only
+when ``[api] allow_origin`` names it (or is ``*``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import pecan
 import webob
 from pecan import expose
 
+from st2api.auth import METHOD_TOKEN, Authenticator
 from st2api.controllers import Router
 from st2api.controllers.base import Call, cast_query, reply
-from st2api.controllers.v1 import CONTROLLERS
+from st2api.controllers.v1 import AUTH_CONTROLLERS, CONTROLLERS
 from st2api.errors import BodyTooLarge, error_response
 from st2common import __version__
 from st2common.persistence.access import Access
@@ -32,12 +34,19 @@ from st2common.transport.topology import Topology
 LOG = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# The verb of a permission name per method (action_view, action_create ...), for 403 messages.
+PERMISSION_VERBS = {"GET": "view", "HEAD": "view", "POST": "create", "PUT": "modify", "DELETE": "delete",
+                    "PATCH": "modify"}
 CORS_METHODS = "GET,POST,PUT,DELETE,OPTIONS"
 CORS_HEADERS = "Content-Type,Authorization,X-Auth-Token,St2-Api-Key,X-Request-ID"
 CORS_EXPOSE = "Content-Type,X-Limit,X-Total-Count,X-Request-ID"
-# StackStorm's default [api] allow_origin, plus the origins it always allows (st2web in development).
-DEFAULT_ORIGIN = "http://127.0.0.1:3000"
-ALWAYS_ALLOWED = ("http://localhost:8080", "http://127.0.0.1:8080")
+
+
+def singular(resource: str) -> str:
+    """A resource's singular name in permission names: executions -> execution, policies -> policy."""
+    if resource.endswith("ies"):
+        return resource[:-3] + "y"
+    return resource[:-1] if resource.endswith("s") else resource
 
 
 class AppState:
@@ -46,6 +55,7 @@ class AppState:
     def __init__(self, settings, publisher: Publisher) -> None:
         self.settings = settings
         self.publisher = publisher
+        self.authenticator = Authenticator(settings)
         self._access: dict[type, Access] = {}
 
     def access(self, model: type[me.Document]) -> Access:
@@ -58,9 +68,9 @@ class AppState:
 class RootController:
     """Every request goes to dispatch(): one routing table instead of pecan's object traversal."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, controllers=CONTROLLERS) -> None:
         self.state = state
-        self.router = Router([cls(state) for cls in CONTROLLERS])
+        self.router = Router([cls(state) for cls in controllers])
 
     @expose()
     def _route(self, args, request):
@@ -83,7 +93,13 @@ class RootController:
         controller, route, params = self.router.resolve(request.method, request.path_info)
         if controller is None:
             return reply({"version": __version__, "docs_url": "https://docs.stackstorm.com/"})
-        call = Call(self.state, request, params, cast_query(route.query, request.GET))
+        identity = None
+        if not route.public:
+            authenticator = self.state.authenticator
+            identity = authenticator.identify(request)
+            permission = route.permission or f"{singular(controller.resource)}_{PERMISSION_VERBS[request.method]}"
+            authenticator.authorize(identity, request.method, permission, route.reads)
+        call = Call(self.state, request, params, cast_query(route.query, request.GET), identity)
         result = getattr(controller, route.handler)(call)
         if isinstance(result, webob.Response):
             response = result
@@ -94,7 +110,16 @@ class RootController:
             response = reply(result, status=route.status)
         for name, value in call.headers.items():
             response.headers[name] = value
+        if identity is not None and identity.method == METHOD_TOKEN and identity.location != "cookie":
+            self._set_cookie(response, request, identity)
         return response
+
+    def _set_cookie(self, response: webob.Response, request: webob.Request, identity) -> None:
+        """StackStorm's auth-token cookie for browsers (st2web); the CLI ignores it."""
+        token = request.headers.get("X-Auth-Token") or request.GET.get("x-auth-token")
+        api = self.state.settings.api
+        response.set_cookie("auth-token", token, max_age=max(0, int(identity.token_expire - time.time())),
+                            httponly=True, secure=api.auth_cookie_secure, samesite=api.auth_cookie_same_site)
 
 
 class ApiMiddleware:
@@ -103,9 +128,10 @@ class ApiMiddleware:
     def __init__(self, app, settings) -> None:
         self.app = app
         self.max_body_size = settings.api.max_body_size
-        origins = list(settings.api.allow_origin) or [DEFAULT_ORIGIN]
-        origins += [o for o in ALWAYS_ALLOWED if o not in origins]
-        if settings.auth.api_url:
+        # Only configured origins: StackStorm also allows its st2web development origins by
+        # default, which would let any page served there use a logged-in browser's cookie.
+        origins = list(settings.api.allow_origin)
+        if origins and settings.auth.api_url:
             origins.append(settings.auth.api_url)
         self.origins = origins
 
@@ -133,9 +159,9 @@ class ApiMiddleware:
         if "*" in self.origins:
             allowed = origin or "*"
         else:
-            allowed = origin if origin in self.origins else self.origins[0]
-        return [
-            ("Access-Control-Allow-Origin", allowed),
+            allowed = origin if origin in self.origins else None
+        headers = [("Access-Control-Allow-Origin", allowed)] if allowed else []
+        return headers + [
             ("Access-Control-Allow-Methods", CORS_METHODS),
             ("Access-Control-Allow-Headers", CORS_HEADERS),
             ("Access-Control-Allow-Credentials", "true"),
@@ -143,11 +169,19 @@ class ApiMiddleware:
         ]
 
 
-def setup_app(settings, publisher: Publisher | None = None):
+def setup_app(settings, publisher: Publisher | None = None, controllers=CONTROLLERS):
     """A WSGI app serving the API for settings; writes publish through publisher (one is built if None)."""
     if publisher is None:
         publisher = Publisher(make_connection(settings.messaging), Topology(settings.messaging.prefix))
     state = AppState(settings, publisher)
-    app = pecan.make_app(RootController(state), debug=False, force_canonical=False,
-                         guess_content_type_from_ext=False)
-    return ApiMiddleware(app, settings)
+    root = RootController(state, controllers)
+    app = pecan.make_app(root, debug=False, force_canonical=False, guess_content_type_from_ext=False)
+    middleware = ApiMiddleware(app, settings)
+    # The routing table, for whoever must see every route (the auth coverage test).
+    middleware.router = root.router
+    return middleware
+
+
+def setup_auth_app(settings, publisher: Publisher | None = None):
+    """The auth service's WSGI app ([auth] port): /tokens and /v1/tokens."""
+    return setup_app(settings, publisher, controllers=AUTH_CONTROLLERS)

@@ -1,4 +1,4 @@
-"""Console script st2api: serve the REST API with eventlet's WSGI server until SIGTERM."""
+"""Console script st2api: serve the REST API and the auth endpoint with eventlet's WSGI server until SIGTERM."""
 
 import eventlet
 
@@ -8,22 +8,33 @@ import logging  # noqa: E402
 
 from eventlet import wsgi  # noqa: E402
 
-from st2api.app import setup_app  # noqa: E402
+from st2api.app import setup_app, setup_auth_app  # noqa: E402
 from st2common.service import Service  # noqa: E402
+from st2common.services.keyvalues import Datastore, PeriodicPurge  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 
 
 def _serve(service: Service) -> None:
-    api = service.settings.api
-    app = setup_app(service.settings, service.publisher)
-    sock = eventlet.listen((api.host, api.port))
-    LOG.info("st2api listening on http://%s:%d", api.host, api.port)
-    server = eventlet.spawn(wsgi.server, sock, app, log_output=False, max_size=1000)
+    settings = service.settings
+    api, auth = settings.api, settings.auth
+    listeners = [("st2api", api.host, api.port, setup_app(settings, service.publisher))]
+    if auth.enable:
+        # The auth endpoint lives in this process on its own port, as DESIGN.md has it.
+        listeners.append(("st2auth", auth.host, auth.port, setup_auth_app(settings, service.publisher)))
+    servers = []
+    for name, host, port, app in listeners:
+        sock = eventlet.listen((host, port))
+        LOG.info("%s listening on http://%s:%d", name, host, port)
+        servers.append((eventlet.spawn(wsgi.server, sock, app, log_output=False, max_size=1000), sock))
+    # Expired datastore items vanish from reads at once; this green thread deletes them.
+    purge = PeriodicPurge(Datastore(settings, service.publisher), settings.keyvalue.purge_interval).start()
     service.ready()
     service.wait()
-    server.kill()
-    sock.close()
+    purge.stop()
+    for server, sock in servers:
+        server.kill()
+        sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,10 @@ import requests
 from st2client.client import St2ClientError
 from st2client.commands import CommandError, Group, Session
 from st2client.commands.action import action_group, run
+from st2client.commands.apikey import apikey_group
+from st2client.commands.auth import auth, login, whoami
 from st2client.commands.execution import execution_group
+from st2client.commands.inquiry import inquiry_group
 from st2client.commands.key import key_group
 from st2client.commands.pack import pack_group
 from st2client.commands.policy import policy_group, policy_type_group
@@ -109,6 +112,11 @@ cli.add_command(key_group)
 cli.add_command(policy_group)
 cli.add_command(policy_type_group)
 cli.add_command(workflow_group)
+cli.add_command(inquiry_group)
+cli.add_command(auth)
+cli.add_command(login)
+cli.add_command(whoami)
+cli.add_command(apikey_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -361,6 +361,15 @@ class RuleManager(ResourceManager):
         return self._call("POST", f"{self.path}/test", json=body, **kwargs).json()
 
 
+class InquiryManager(ResourceManager):
+    """Inquiries, plus answering one."""
+
+    def respond(self, inquiry_id: str, inquiry_response: dict, **kwargs: Any) -> Resource:
+        """PUT /inquiries/<id> {id, response}; {id, response} as accepted."""
+        body = {"id": inquiry_id, "response": inquiry_response}
+        return self.resource.deserialize(self._call("PUT", f"{self.path}/{inquiry_id}", json=body, **kwargs).json())
+
+
 class TriggerInstanceManager(ResourceManager):
     """Trigger instances, plus re-emitting one."""
 
@@ -385,7 +394,7 @@ MANAGERS: dict[type[Resource], tuple[str, type[ResourceManager], str]] = {
     models.Policy: ("policies", ResourceManager, "api"),
     models.PolicyType: ("policytypes", ResourceManager, "api"),
     models.ActionAlias: ("actionaliases", ResourceManager, "api"),
-    models.Inquiry: ("inquiries", ResourceManager, "api"),
+    models.Inquiry: ("inquiries", InquiryManager, "api"),
     models.Trace: ("trace", ResourceManager, "api"),
     models.Webhook: ("webhooks", ResourceManager, "api"),
     models.Timer: ("timers", ResourceManager, "api"),

@@ -195,6 +195,9 @@ class Inquiry(Resource):
 
     _plural = "Inquiries"
     _url_path = "inquiries"
+    _display_name = "Inquiry"
+    _plural_display_name = "Inquiries"
+    _repr_attributes = ("id", "schema", "roles", "users", "route", "ttl")
 
 
 class Trace(Resource):

@@ -101,6 +101,7 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "validate_trigger_parameters": _o("bool", True),
         "validate_trigger_payload": _o("bool", True),
         "validate_output_schema": _o("bool", False),
+        "admin_users": _o("list", ()),
     },
     "database": {
         # host may be a full mongodb:// URL, as StackStorm allows.
@@ -162,6 +163,10 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "port": _o("int", 9100),
         "use_ssl": _o("bool", False),
         "logging": _o(PATH, None),
+        # Ours: the flat_file backend's htpasswd file when backend_kwargs names none.
+        "flat_file_path": _o(PATH, "var/auth/htpasswd"),
+        # Ours: seconds a checked token or API key is trusted without a database read.
+        "credential_cache_ttl": _o("float", 5.0),
     },
     "stream": {
         "host": _o("str", "127.0.0.1"),
@@ -234,6 +239,8 @@ OPTIONS: dict[str, dict[str, Option]] = {
     "keyvalue": {
         "enable_encryption": _o("bool", True),
         "encryption_key_path": _o(PATH, "var/keys/datastore_key.json"),
+        # Ours: seconds between st2api's purges of expired items, a fallback for the TTL index (0: never).
+        "purge_interval": _o("float", 60.0),
     },
     "system_user": {
         "user": _o("str", "stanley"),
@@ -258,7 +265,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
     },
     "packs": {"enable_common_libs": _o("bool", False)},
     "webui": {"webui_base_url": _o("str", "https://127.0.0.1")},
-    "rbac": {"enable": _o("bool", False), "backend": _o("str", "noop")},
+    # Ours: on by default (StackStorm's is off, which makes every user an admin), with
+    # roles assigned in YAML files as StackStorm's rbac/assignments/ folder holds them.
+    "rbac": {
+        "enable": _o("bool", True),
+        "backend": _o("str", "default"),
+        "assignments_path": _o(PATH, "var/rbac/assignments"),
+    },
     "garbagecollector": {
         "collection_interval": _o("int", 600),
         "action_executions_ttl": _o("int", None),

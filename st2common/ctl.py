@@ -31,6 +31,7 @@ from st2common.service import FAILED, WAITING
 from st2common.transport.connection import check_connection, make_connection, masked_url
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
+from st2common.services import users
 from st2common.util import crypto
 
 LOG = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def start(settings, console: Console, requested: list[str], timeout: float = STA
         console.say(f"{supervisor.DB_SERVER}: {'started' if started else 'already running'} (pid {pid}) on {url}")
     if requested and not services:
         return 0
-    if not ensure_datastore_key(settings, console):
+    if not ensure_datastore_key(settings, console) or not ensure_admin_user(settings, console):
         return 1
     register_fresh_install(settings, console)
     processes: dict = {}
@@ -164,6 +165,22 @@ def ensure_datastore_key(settings, console: Console) -> bool:
     except OSError as exc:
         console.error(f"cannot write the datastore key file {path}: {exc.strerror}")
         return False
+    return True
+
+
+def ensure_admin_user(settings, console: Console) -> bool:
+    """Create st2admin on a fresh install (no users file yet) and say once how to log in."""
+    if not settings.auth.enable:
+        return True
+    try:
+        password = users.ensure_admin(settings)
+    except (OSError, ConfigError) as exc:
+        console.error(f"cannot create the admin user: {exc}")
+        return False
+    if password is not None:
+        console.say(f"auth: created user {users.ADMIN_USER} with password {password} "
+                    f"(kept in {users.admin_password_path(settings)}, mode 0600); "
+                    f"log in with: st2 login {users.ADMIN_USER} -p '<password>'")
     return True
 
 

@@ -28,12 +28,12 @@ from typing import Any
 
 import jinja2
 
-from st2common import operators, templating
+from st2common import masking, operators, templating
 from st2common.exceptions import StackStormBaseException, ValidationError
 from st2common.models.db.rule import RULE_TYPE_BACKSTOP, RULE_TYPE_STANDARD
 from st2common.models.db.trigger import parameters_hash
 from st2common.operators import Criterion
-from st2common.services.triggers import normalize_parameters
+from st2common.services.triggertypes import normalize_parameters
 
 TRIGGER = "trigger"
 ITEM = "item"
@@ -370,10 +370,18 @@ def _render_parameter(value: Any, scope: Mapping[str, Any]) -> Any:
 
 def render_action_parameters(parameters: Mapping[str, Any] | None, payload: Mapping[str, Any] | None,
                              context: Mapping[str, Any] | None = None) -> RenderedParameters:
-    """Render ``{{ trigger.x }}`` (and the context's lookups) in a rule's action parameters."""
+    """Render ``{{ trigger.x }}`` (and the context's lookups) in a rule's action parameters.
+
+    A value that decrypts a datastore item is passed on as a template: the action
+    runner renders it (with the trigger instance's payload), so the clear value is
+    never stored in the execution.
+    """
     scope = {**(context or {}), TRIGGER: dict(payload or {})}
     values: dict[str, Any] = {}
     for name, value in (parameters or {}).items():
+        if masking.decrypts(value):
+            values[name] = value
+            continue
         try:
             values[name] = _render_parameter(value, scope)
         except StackStormBaseException as exc:

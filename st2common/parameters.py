@@ -20,30 +20,45 @@ Templates may refer to other parameters; they are rendered in dependency
 order, and a cycle or a reference to a parameter without a value is a
 ParameterError naming the parameter. Other names in scope: ``action_context``
 (the execution context) and ``config_context`` (the pack config), plus any
-extra context a caller adds (the datastore lookups join here later).
+extra context a caller adds (``st2kv``, the datastore lookups).
+
+Secrets never reach the stored execution through a template. ``render_live``
+holds back, unrendered, every template that reads a secret, and they render in
+the action runner only:
+
+| a template is held when it                        | seen                                   |
+| ------------------------------------------------- | -------------------------------------- |
+| decrypts a datastore item (``decrypt_kv``)        | in its text                            |
+| refers to a parameter that is (or holds) a secret | in its variables                       |
+| reads a pack config option that is (or holds) a   | when rendering (the option is not read |
+| secret, through ``config_context``                | then, so the API never decrypts it)    |
+| refers to a held parameter                        | in its variables                       |
+
+The stored value of a held parameter is its template; ``render_final`` knows it
+by the same marks. Its values carry ``revealed``, the clear text of what it
+decrypted, for the action runner to scrub out of what the run records
+(st2common/masking.py), and an error about a value that carries a secret quotes
+``********`` instead of the value.
 """
 
 from __future__ import annotations
 
-import ast
-import json
+import functools
 import logging
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jsonschema
 
+from st2common.casting import MASK, NONE_MAGIC, cast, shown  # noqa: F401 (MASK, NONE_MAGIC: public here too)
 from st2common.exceptions import ParameterError, ValidationError
+from st2common.masking import ConfigGate, Scrubber, decrypts, held_templates, secret_reads
+from st2common.models.api.base import has_secrets
 from st2common.runners import registry
-from st2common.templating import contains_template, render_value, variables
+from st2common.templating import contains_template, render_value, revealed, variables
 
 LOG = logging.getLogger(__name__)
-
-#: What secret values are replaced with in API output and logs (StackStorm's MASKED_ATTRIBUTE_VALUE).
-MASK = "********"
-#: The text StackStorm's ``use_none`` filter renders, cast back to None.
-NONE_MAGIC = "%*****__%NONE%__*****%"
 
 # Attributes checked here directly; any other JSON Schema keyword goes to jsonschema.
 _PLAIN_ATTRIBUTES = frozenset({"type", "description", "default", "required", "secret", "immutable",
@@ -73,6 +88,11 @@ class ParameterSchema:
         """Parameters whose values are masked."""
         return frozenset(n for n, d in self.definitions.items() if d.get("secret"))
 
+    @functools.cached_property
+    def secret_holders(self) -> frozenset[str]:
+        """Parameters that are secret or hold a secret property (templates reading them are held)."""
+        return frozenset(n for n, d in self.definitions.items() if has_secrets(d))
+
     @property
     def immutable_names(self) -> frozenset[str]:
         """Parameters a request may not set."""
@@ -98,120 +118,10 @@ def mask_secrets(values: Mapping[str, Any] | None, secret_names) -> dict[str, An
     return {n: (MASK if n in secret_names and v is not None else v) for n, v in (values or {}).items()}
 
 
-# -- casting ------------------------------------------------------------------------------------
+class RenderedValues(dict):
+    """render_final's values, with the clear text of the datastore secrets the rendering decrypted."""
 
-def _shown(value: Any, definition: Mapping[str, Any]) -> str:
-    return MASK if definition.get("secret") else repr(value)
-
-
-def _type_error(name: str, value: Any, definition: Mapping[str, Any], type_name: str) -> ParameterError:
-    return ParameterError(f'parameter "{name}": {_shown(value, definition)} is not of type \'{type_name}\'',
-                          field=name)
-
-
-def _cast_integer(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise TypeError
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        return int(value.strip())
-    raise TypeError
-
-
-def _cast_number(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise TypeError
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        return float(value.strip())
-    raise TypeError
-
-
-_TRUE = frozenset({"true", "yes", "y", "on", "1"})
-_FALSE = frozenset({"false", "no", "n", "off", "0"})
-
-
-def _cast_boolean(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    raise TypeError
-
-
-def _decode(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        # StackStorm falls back to a Python literal (a rendered dict prints as one).
-        return ast.literal_eval(text)
-
-
-def _cast_array(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            decoded = _decode(text)
-            if isinstance(decoded, (list, tuple)):
-                return list(decoded)
-            raise TypeError
-        # The CLI's form: a comma-separated list.
-        return [part.strip() for part in text.split(",") if part.strip()]
-    raise TypeError
-
-
-def _cast_object(value: Any) -> Any:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        decoded = _decode(value.strip())
-        if isinstance(decoded, dict):
-            return decoded
-    raise TypeError
-
-
-def _cast_string(value: Any) -> Any:
-    if isinstance(value, str):
-        return value
-    raise TypeError
-
-
-def _cast_null(value: Any) -> Any:
-    raise TypeError
-
-
-_CASTS = {
-    "integer": _cast_integer,
-    "number": _cast_number,
-    "boolean": _cast_boolean,
-    "array": _cast_array,
-    "object": _cast_object,
-    "string": _cast_string,
-    "null": _cast_null,
-}
-
-
-def cast(name: str, value: Any, definition: Mapping[str, Any]) -> Any:
-    """value converted to the parameter's declared type; ParameterError naming it when it cannot be."""
-    if value is None or value == NONE_MAGIC:
-        return None
-    caster = _CASTS.get(definition.get("type"))
-    if caster is None:
-        return value
-    try:
-        return caster(value)
-    except (TypeError, ValueError, SyntaxError, MemoryError, RecursionError):
-        raise _type_error(name, value, definition, definition["type"]) from None
+    revealed: tuple[str, ...] = ()
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -236,17 +146,25 @@ def _check_required(schema: ParameterSchema, *present: Mapping[str, Any]) -> Non
             raise ParameterError(f"'{name}' is a required property (action {schema.action_ref})", field=name)
 
 
-def validate(schema: ParameterSchema, values: Mapping[str, Any]) -> None:
-    """Check cast values against the schema: required, enum and the JSON Schema constraints."""
-    _check_required(schema, values)
+def validate(schema: ParameterSchema, values: Mapping[str, Any], held: Iterable[str] = (),
+             hidden: Iterable[str] = ()) -> None:
+    """Check cast values against the schema: required, enum and the JSON Schema constraints.
+
+    held: parameters whose templates render at run time (present, checked then);
+    hidden: parameters whose values carry a secret (never quoted in an error).
+    """
+    _check_required(schema, values, dict.fromkeys(held, True))
+    hidden = frozenset(hidden)
     constrained: dict[str, dict[str, Any]] = {}
     for name, definition in schema.definitions.items():
         value = values.get(name)
         if value is None:
             continue
+        if name in hidden:
+            definition = {**definition, "secret": True}
         enum = definition.get("enum")
         if enum is not None and value not in enum:
-            raise ParameterError(f'parameter "{name}": {_shown(value, definition)} is not one of {enum!r}',
+            raise ParameterError(f'parameter "{name}": {shown(value, definition)} is not one of {enum!r}',
                                  field=name)
         if not _PLAIN_ATTRIBUTES.issuperset(definition):
             constrained[name] = {k: v for k, v in definition.items() if k != "default"}
@@ -267,52 +185,83 @@ def _validate_constraints(definitions: dict[str, dict[str, Any]], values: dict[s
 # -- rendering ----------------------------------------------------------------------------------
 
 def _scope(context: Mapping[str, Any] | None, config: Mapping[str, Any] | None,
-           extra: Mapping[str, Any] | None) -> dict[str, Any]:
+           extra: Mapping[str, Any] | None, gate: bool = False) -> dict[str, Any]:
     scope: dict[str, Any] = dict(extra or {})
     scope["action_context"] = dict(context or {})
+    action_context = scope["action_context"]
+    pack = action_context.get("pack")
     if config is None:
         # No config loaded by the caller: the pack's config is read only if a template asks for it.
         from st2common.services.configs import LazyConfig
 
-        action_context = scope["action_context"]
-        scope["config_context"] = LazyConfig(action_context.get("pack"),
-                                             action_context.get("api_user") or action_context.get("user"))
+        config_context = LazyConfig(pack, action_context.get("api_user") or action_context.get("user"))
     else:
-        scope["config_context"] = dict(config)
+        config_context = dict(config)
+    scope["config_context"] = ConfigGate(config_context, pack) if gate else config_context
     return scope
 
 
+def _refs(name: str, template: Any) -> frozenset[str]:
+    try:
+        return variables(template)
+    except ValidationError as exc:
+        raise ParameterError(f'parameter "{name}": {exc}', field=name) from exc
+
+
 def _resolve(schema: ParameterSchema, literals: Mapping[str, Any], templates: Mapping[str, Any],
-             scope: dict[str, Any]) -> dict[str, Any]:
-    """Render templates (name -> value with Jinja in it) in dependency order; their cast values."""
-    graph: dict[str, set[str]] = {}
+             scope: dict[str, Any], hold: bool) -> tuple[dict[str, Any], set[str]]:
+    """Render templates (name -> value with Jinja in it) in dependency order.
+
+    Returns their cast values and the names whose templates read a secret: with
+    hold (request time) those are left unrendered, else (run time) rendered
+    and never quoted in an error.
+    """
+    if not templates:
+        return {}, set()
+    graph: dict[str, frozenset[str]] = {}
     for name, template in templates.items():
-        try:
-            refs = variables(template)
-        except ValidationError as exc:
-            raise ParameterError(f'parameter "{name}": {exc}', field=name) from exc
+        refs = _refs(name, template)
         for ref in refs:
             if ref in schema.definitions and ref not in literals and ref not in templates:
                 raise ParameterError(
                     f'parameter "{name}": dependency unsatisfied in variable "{ref}" (it has no value)',
                     field=name)
-        graph[name] = {ref for ref in refs if ref in templates}
+        graph[name] = refs
     try:
-        order = list(TopologicalSorter(graph).static_order())
+        order = list(TopologicalSorter({n: refs & templates.keys() for n, refs in graph.items()}).static_order())
     except CycleError as exc:
         cycle = list(exc.args[1])
         raise ParameterError(f'parameter "{cycle[0]}": cyclic dependency between parameters '
                              f'{" -> ".join(cycle)}', field=cycle[0]) from None
     scope.update(literals)
+    secret_sources = schema.secret_holders if hold else schema.secret_holders | {"config_context"}
+    reads = secret_reads(scope)
     rendered: dict[str, Any] = {}
+    secret: set[str] = set()
     for name in order:
+        template = templates[name]
+        if decrypts(template) or graph[name] & (secret_sources | secret):
+            secret.add(name)
+            if hold:
+                continue
+        before = reads()
         try:
-            value = render_value(templates[name], scope)
+            value = render_value(template, scope)
         except ValidationError as exc:
-            raise ParameterError(f'parameter "{name}": {exc}', field=name) from exc
-        value = cast(name, value, schema.definitions.get(name, {}))
-        scope[name] = rendered[name] = value
-    return rendered
+            if hold and reads() != before:
+                secret.add(name)
+                continue
+            reason = Scrubber(revealed(scope)).text(str(exc))
+            raise ParameterError(f'parameter "{name}": {reason}', field=name) from None
+        if reads() != before:
+            secret.add(name)
+            if hold:
+                continue
+        definition = schema.definitions.get(name, {})
+        if name in secret:
+            definition = {**definition, "secret": True}
+        scope[name] = rendered[name] = cast(name, value, definition)
+    return rendered, secret
 
 
 def _defaults(schema: ParameterSchema, given: Mapping[str, Any], literals: dict[str, Any],
@@ -331,17 +280,13 @@ def _defaults(schema: ParameterSchema, given: Mapping[str, Any], literals: dict[
     return templated
 
 
-def _decrypts(value: Any) -> bool:
-    """True for a template that decrypts a datastore value (rendered only at run time)."""
-    return isinstance(value, str) and "decrypt_kv" in value and contains_template(value)
-
-
 def render_live(schema: ParameterSchema, supplied: Mapping[str, Any] | None,
                 context: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Request-time rendering: cast, render and validate; the values an execution stores.
 
-    A None value counts as not supplied. Raises ParameterError naming the parameter.
+    A None value counts as not supplied; a supplied template that reads a secret is stored as it
+    is (rendered at run time). Raises ParameterError naming the parameter.
     """
     given = {name: value for name, value in (supplied or {}).items() if value is not None}
     check_request(schema, given)
@@ -354,29 +299,27 @@ def render_live(schema: ParameterSchema, supplied: Mapping[str, Any] | None,
             literals[name] = cast(name, value, schema.definitions[name])
     templated_defaults = _defaults(schema, given, literals, templates)
     _check_required(schema, literals, templates)
-    if any(_decrypts(template) for template in templates.values()):
-        # A template that decrypts a datastore secret is rendered only in the action
-        # runner (render_final), so the clear value never reaches the stored execution.
-        return {name: literals.get(name, templates.get(name)) for name in given}
-    rendered = _resolve(schema, literals, templates, _scope(context, config, extra))
+    rendered, held = _resolve(schema, literals, templates, _scope(context, config, extra, gate=True), hold=True)
     values = {**literals, **rendered}
-    validate(schema, values)
-    live = {name: values[name] for name in given}
+    validate(schema, values, held=held)
+    live = {name: values[name] if name in values else templates[name] for name in given}
     for name in templated_defaults:
-        if not schema.definitions[name].get("immutable"):
+        if name not in held and not schema.definitions[name].get("immutable"):
             live[name] = values[name]
     return live
 
 
 def render_final(schema: ParameterSchema, live: Mapping[str, Any] | None,
                  context: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 extra: Mapping[str, Any] | None = None) -> RenderedValues:
     """Run-time rendering: stored values as literals plus every default; all values, validated.
 
-    Stored templates that decrypt a datastore secret (kept unrendered by render_live) render here.
+    Stored templates that read secrets (held back by render_live) render here; the
+    result's ``revealed`` lists the clear text of the datastore items they decrypted.
     """
     literals: dict[str, Any] = {}
     templates: dict[str, Any] = {}
+    stored: dict[str, Any] = {}
     for name, value in (live or {}).items():
         definition = schema.definitions.get(name)
         if definition is None:
@@ -385,13 +328,23 @@ def render_final(schema: ParameterSchema, live: Mapping[str, Any] | None,
             continue
         if value is None or definition.get("immutable"):
             continue
-        if _decrypts(value):
+        stored[name] = value
+    held: set[str] = set()
+    if any(contains_template(value) for value in stored.values()):
+        # Defaults render anyway; they count because a stored template reading a held default was held too.
+        defaults = {name: definition["default"] for name, definition in schema.definitions.items()
+                    if name not in stored and contains_template(definition.get("default"))}
+        held = held_templates({**defaults, **stored}, schema.secret_holders) & stored.keys()
+    for name, value in stored.items():
+        if name in held:
             templates[name] = value
-            continue
-        literals[name] = cast(name, value, definition)
+        else:
+            literals[name] = cast(name, value, schema.definitions[name])
     _defaults(schema, {**literals, **templates}, literals, templates)
     _check_required(schema, literals, templates)
-    rendered = _resolve(schema, literals, templates, _scope(context, config, extra))
-    values = {**literals, **rendered}
-    validate(schema, values)
+    scope = _scope(context, config, extra)
+    rendered, secret = _resolve(schema, literals, templates, scope, hold=False)
+    values = RenderedValues({**literals, **rendered})
+    values.revealed = tuple(revealed(scope))
+    validate(schema, values, hidden=secret)
     return values

@@ -5,9 +5,10 @@ trigger instances (and the rule / trigger events that keep the index
 current), load the index again (a rule written while the consumers were
 starting), re-publish the trigger instances a previous run left pending, and
 start the timers (st2rulesengine.timers) when [timersengine] enable is set.
-Then, every SWEEP_INTERVAL seconds: reload the index whole and re-publish
-instances pending for longer than STUCK_AFTER (the embedded bus loses the
-messages a killed consumer held).
+Then, every SWEEP_INTERVAL seconds (st2rulesengine.sweep): reload the index
+whole, re-publish instances pending for longer than STUCK_AFTER (the embedded
+bus loses the messages a killed consumer held), and finish instances left
+processing for that long by an engine that died.
 """
 
 import eventlet
@@ -20,11 +21,12 @@ import threading  # noqa: E402
 from st2common import templating  # noqa: E402
 from st2common.exceptions import StackStormBaseException  # noqa: E402
 from st2common.service import Service  # noqa: E402
-from st2common.services import triggers  # noqa: E402
+from st2common.services import triggerinstances, triggers, triggertypes  # noqa: E402
 from st2common.services.keyvalues import Datastore  # noqa: E402
 from st2common.transport.connection import make_connection  # noqa: E402
 from st2common.transport.consumer import Consumer, run_in_background  # noqa: E402
 from st2rulesengine.enforcer import Enforcer  # noqa: E402
+from st2rulesengine.sweep import Sweep  # noqa: E402
 from st2rulesengine.timers import TimerEngine  # noqa: E402
 from st2rulesengine.worker import RulesEngine  # noqa: E402
 
@@ -54,6 +56,7 @@ class RulesEngineService:
             return templating.st2kv_context(datastore, user)
 
         self.engine = RulesEngine(publisher, Enforcer(publisher, user=user, lookups=lookups), lookups=lookups)
+        self.sweeper = Sweep(self.engine)
         # [timersengine] enable: the timers run in the rules engine (StackStorm's st2timersengine).
         self.timers = (TimerEngine(publisher, settings.timersengine.local_timezone)
                        if settings.timersengine.enable else None)
@@ -63,28 +66,34 @@ class RulesEngineService:
                                  pool_size=settings.messaging.prefetch_count)
         self._stopping = threading.Event()
         self._thread = None
-        self._sweeper = None
+        self._sweeping = None
         self._stopped = False
 
     def start(self) -> None:
         """Load the rules, consume, sweep once; returns once the consumers are registered with the broker."""
-        triggers.configure(self.settings)
-        triggers.register_system_trigger_types(self.publisher)
+        triggerinstances.configure(self.settings)
+        triggertypes.register_system_trigger_types(self.publisher)
         self.engine.rules.load()
         self._thread = run_in_background(self.consumer)
         if not self.consumer.wait_ready(READY_TIMEOUT):
             LOG.warning("%s: consumers not ready after %.0f s; continuing", SERVICE, READY_TIMEOUT)
+        else:
+            # From here every trigger and trigger type change reaches the lookups as an event.
+            triggers.LOOKUPS.watch()
         count = self.engine.rules.load()
         LOG.info("%s: %d enabled rules", SERVICE, count)
-        self.engine.republish_pending()
+        self.sweeper.republish_pending()
         if self.timers is not None:
             self.timers.start()
-        self._sweeper = eventlet.spawn(self._sweep_forever)
+        self._sweeping = eventlet.spawn(self._sweep_forever)
 
     def sweep(self) -> list[str]:
-        """One sweep: reload the rule index, re-publish instances stuck pending; their ids."""
+        """One sweep: reload the rule index, re-publish instances stuck pending, finish those stuck processing.
+
+        The ids of the instances re-published and finished.
+        """
         self.engine.rules.load()
-        return self.engine.republish_pending(self.stuck_after)
+        return self.sweeper.republish_pending(self.stuck_after) + self.sweeper.recover_processing(self.stuck_after)
 
     def _sweep_forever(self) -> None:
         while not self._stopping.wait(self.sweep_interval):
@@ -100,8 +109,8 @@ class RulesEngineService:
             return
         self._stopped = True
         self._stopping.set()
-        if self._sweeper is not None:
-            self._sweeper.wait()
+        if self._sweeping is not None:
+            self._sweeping.wait()
         if self.timers is not None:
             self.timers.stop()
         self.consumer.stop()

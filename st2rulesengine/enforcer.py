@@ -10,6 +10,12 @@
 | is refused (unknown action, bad parameter) | rule                                                    |
 | criteria could not be evaluated            | enforcement ``failed`` with the matcher's error         |
 
+Enforcements and trace links are gathered in the instance's Records and
+stored together with those of the other instances being enforced at the same
+moment (st2rulesengine.batches). An execution requested by an engine that
+died before storing its records is adopted on recovery: its enforcement is
+recorded, nothing is requested again.
+
 The execution's context is StackStorm's: ``trigger_instance {id, name}``,
 ``rule {id, name, ref}``, ``trace_context {id_, trace_tag}``, ``user`` (the
 system user). Nothing an enforcement does stops the others: every error ends
@@ -36,6 +42,7 @@ from st2common.persistence.access import Access
 from st2common.services import executions
 from st2common.services import trace as trace_service
 from st2common.transport.publisher import Publisher
+from st2rulesengine.batches import Records, RecordWriter
 from st2rulesengine.matcher import Rule, render_action_parameters
 
 LOG = logging.getLogger(__name__)
@@ -60,35 +67,64 @@ class Enforcer:
     """Enforces matched rules: renders their action parameters and requests the executions."""
 
     def __init__(self, publisher: Publisher, user: str = executions.SYSTEM_USER,
-                 lookups: Callable[[], Mapping[str, Any]] | None = None) -> None:
+                 lookups: Callable[[], Mapping[str, Any]] | None = None, writer: RecordWriter | None = None) -> None:
         self.publisher = publisher
         self.user = user
         # Template lookups beside ``trigger`` (st2kv), built fresh for each enforcement.
         self.lookups = lookups or dict
         self.enforcements = Access(RuleEnforcementDB)
         self.executions = executions.access(None)
+        self.writer = writer or RecordWriter()
 
-    def enforce(self, rule_doc: RuleDB, rule: Rule, occurrence: Occurrence) -> RuleEnforcementDB:
-        """Render the rule's action parameters, request the execution, record the enforcement."""
+    def enforce(self, rule_doc: RuleDB, rule: Rule, occurrence: Occurrence, records: Records) -> RuleEnforcementDB:
+        """Render the rule's action parameters, request the execution; its enforcement goes into records."""
         instance = occurrence.instance
         rendered = render_action_parameters(rule.action_parameters, occurrence.payload, self.lookups())
         if rendered.error:
-            return self._record(rule_doc, occurrence, None, rendered.error, link_rule=True)
+            return self._record(rule_doc, occurrence, None, rendered.error, records, link_rule=True)
         context = self._context(rule_doc, occurrence)
         try:
             execution = executions.request(self.publisher, rule.action_ref, rendered.values, context=context,
-                                           user=self.user)
+                                           user=self.user, origin=lambda e: self._origin(e, rule_doc, occurrence))
         except StackStormBaseException as exc:
             reason = f'Failed to request action "{rule.action_ref}": {exc}'
-            return self._record(rule_doc, occurrence, None, reason, link_rule=True)
-        self._describe_origin(execution, rule_doc, occurrence)
+            return self._record(rule_doc, occurrence, None, reason, records, link_rule=True)
         LOG.info("rule %s enforced for trigger instance %s: execution %s of %s", rule.ref, instance.pk,
                  execution.pk, rule.action_ref)
-        return self._record(rule_doc, occurrence, execution, None, link_rule=True)
+        return self._record(rule_doc, occurrence, execution, None, records, link_rule=True)
 
-    def fail(self, rule_doc: RuleDB, occurrence: Occurrence, reason: str) -> RuleEnforcementDB:
+    def fail(self, rule_doc: RuleDB, occurrence: Occurrence, reason: str, records: Records) -> RuleEnforcementDB:
         """Record a rule whose criteria could not be evaluated for the instance."""
-        return self._record(rule_doc, occurrence, None, reason, link_rule=False)
+        return self._record(rule_doc, occurrence, None, reason, records, link_rule=False)
+
+    def adopt(self, rule_doc: RuleDB, occurrence: Occurrence, execution: ExecutionDB,
+              records: Records) -> RuleEnforcementDB:
+        """Record the enforcement of an execution requested for the instance before its records were stored."""
+        if not execution.rule:
+            # Requested without its origin (by a version that stored it in a second write).
+            try:
+                self.executions.update_if(execution.pk, {}, self._origin(execution, rule_doc, occurrence),
+                                          publish=False)
+            except StackStormBaseException as exc:
+                LOG.warning("execution %s: rule and trigger not recorded: %s", execution.pk, exc)
+        LOG.info("rule %s for trigger instance %s: execution %s was requested already; recorded", rule_doc.ref,
+                 occurrence.instance.pk, execution.pk)
+        return self._record(rule_doc, occurrence, execution, None, records, link_rule=True)
+
+    def store(self, records: Records) -> None:
+        """Write an instance's enforcements and trace links (batched with other instances')."""
+        self.writer.store(records)
+
+    def done_for(self, instance: TriggerInstanceDB) -> tuple[set[str], dict[str, ExecutionDB]]:
+        """What earlier processing of an instance left: the rule ids enforced, and executions by rule id."""
+        instance_id = str(instance.pk)
+        enforced = {(doc.rule or {}).get("id") for doc in self.enforcements.query({"trigger_instance_id": instance_id})}
+        requested = {}
+        for execution in self.executions.query(raw={"context.trigger_instance.id": instance_id}):
+            rule_id = ((execution.context or {}).get("rule") or {}).get("id")
+            if rule_id and rule_id not in enforced:
+                requested.setdefault(rule_id, execution)
+        return enforced, requested
 
     # -- the pieces -----------------------------------------------------------------------
 
@@ -102,8 +138,9 @@ class Enforcer:
             context["trace_context"] = trace_service.trace_context(occurrence.trace)
         return context
 
-    def _describe_origin(self, execution: ExecutionDB, rule_doc: RuleDB, occurrence: Occurrence) -> None:
-        """Fill the execution's rule, trigger, trigger_type and trigger_instance, as StackStorm's shape has them."""
+    @staticmethod
+    def _origin(execution: ExecutionDB, rule_doc: RuleDB, occurrence: Occurrence) -> dict[str, Any]:
+        """The execution's rule, trigger, trigger_type and trigger_instance, as StackStorm's shape has them."""
         # Secret action parameters of the rule stay out of the copy, as they stay out of API output.
         origin = {"rule": rule_api.to_api(rule_doc, parameter_schema(execution)),
                   "trigger_instance": trigger_instance_to_api(occurrence.instance)}
@@ -111,14 +148,10 @@ class Enforcer:
             origin["trigger"] = trigger_to_api(occurrence.trigger)
         if occurrence.trigger_type is not None:
             origin["trigger_type"] = trigger_type_to_api(occurrence.trigger_type)
-        try:
-            # No event: the runners have the execution already and nothing waits for these fields.
-            self.executions.update_if(execution.pk, {}, origin, publish=False)
-        except StackStormBaseException as exc:
-            LOG.warning("execution %s: rule and trigger not recorded: %s", execution.pk, exc)
+        return origin
 
     def _record(self, rule_doc: RuleDB, occurrence: Occurrence, execution: ExecutionDB | None,
-                failure: str | None, link_rule: bool) -> RuleEnforcementDB:
+                failure: str | None, records: Records, link_rule: bool) -> RuleEnforcementDB:
         instance_id = str(occurrence.instance.pk)
         enforcement = RuleEnforcementDB(
             trigger_instance_id=instance_id,
@@ -127,13 +160,13 @@ class Enforcer:
             status=statuses.ENFORCEMENT_FAILED if failure else statuses.ENFORCEMENT_SUCCEEDED,
             failure_reason=failure,
         )
-        self.enforcements.add_or_update(enforcement, publish=False)
+        records.enforcements.append(enforcement)
         if failure:
             LOG.warning("rule %s failed for trigger instance %s: %s", rule_doc.ref, instance_id, failure)
         if occurrence.trace is not None and link_rule:
-            links = [trace_service.rule_link(rule_doc.pk, rule_doc.ref, instance_id)]
+            records.trace = occurrence.trace
+            records.links.append(trace_service.rule_link(rule_doc.pk, rule_doc.ref, instance_id))
             if execution is not None:
-                links.append(trace_service.execution_link(execution.pk, execution.action_ref, rule_doc.pk,
-                                                          instance_id))
-            trace_service.add_links(occurrence.trace, links)
+                records.links.append(trace_service.execution_link(execution.pk, execution.action_ref, rule_doc.pk,
+                                                                  instance_id))
         return enforcement

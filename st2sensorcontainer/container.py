@@ -41,7 +41,7 @@ from st2common.config import OPTIONS, PATH, PATHS, REPO_ROOT
 from st2common.exceptions import StackStormBaseException
 from st2common.models.db.sensor import SensorTypeDB
 from st2common.persistence.access import Access, to_object_id
-from st2common.services import triggers
+from st2common.services import triggerinstances, triggertypes
 from st2common.transport.connection import make_connection
 from st2common.transport.consumer import Consumer, Handler, run_in_background
 from st2common.transport.publisher import Publisher
@@ -159,9 +159,9 @@ class SensorContainer:
 
     def start(self) -> None:
         """Watch sensor type events, then start every enabled sensor; returns once they are spawned."""
-        triggers.configure(self.settings)
+        triggerinstances.configure(self.settings)
         # process_spawn and process_exit must exist before the first sensor starts.
-        triggers.register_system_trigger_types(self.publisher)
+        triggertypes.register_system_trigger_types(self.publisher)
         self._consumer_thread = run_in_background(self.consumer)
         if not self.consumer.wait_ready(READY_TIMEOUT):
             LOG.warning("sensor watcher not ready after %.0f s; enable/disable may be missed", READY_TIMEOUT)
@@ -303,14 +303,14 @@ class SensorContainer:
             process.terminate()
         cmd = shlex.join(args)
         LOG.info("sensor %s started (pid %d): %s", spec.ref, process.pid, cmd)
-        self._dispatch(triggers.SENSOR_SPAWN_TRIGGER_REF,
+        self._dispatch(triggertypes.SENSOR_SPAWN_TRIGGER_REF,
                        {"id": spec.ref, "timestamp": int(time.time()), "pid": process.pid, "cmd": cmd})
         reader = eventlet.spawn(self._relay, entry, process)
         code = process.wait()
         with eventlet.Timeout(1.0, False):
             reader.wait()
         LOG.info("sensor %s (pid %d) exited with code %d", spec.ref, process.pid, code)
-        self._dispatch(triggers.SENSOR_EXIT_TRIGGER_REF,
+        self._dispatch(triggertypes.SENSOR_EXIT_TRIGGER_REF,
                        {"id": spec.ref, "timestamp": int(time.time()), "exit_code": code})
         return code
 
@@ -336,7 +336,7 @@ class SensorContainer:
 
     def _dispatch(self, trigger_ref: str, payload: dict[str, Any]) -> None:
         try:
-            triggers.dispatch(self.publisher, trigger_ref, payload)
+            triggerinstances.dispatch(self.publisher, trigger_ref, payload)
         except StackStormBaseException as exc:
             LOG.warning("cannot dispatch %s for sensor %s: %s", trigger_ref, payload.get("id"), exc)
 

@@ -19,7 +19,7 @@ from typing import Any
 from st2client.models import KeyValuePair
 from st2common.exceptions import BusError, DatabaseError, NotFoundError, StackStormBaseException, ValidationError
 from st2common.models.db.keyvalue import FULL_SYSTEM_SCOPE, SYSTEM_SCOPE
-from st2common.services import triggers
+from st2common.services import triggerinstances
 from st2common.services.keyvalues import Datastore
 from st2common.transport.publisher import Publisher
 
@@ -62,8 +62,8 @@ class SensorService:
         """dispatch() with a whole trace context ({"trace_tag"} or {"id_"})."""
         validate = self.settings.system.validate_trigger_payload
         try:
-            instance = triggers.dispatch(self.publisher, trigger, payload, trace_context=trace_context,
-                                         validate=validate)
+            instance = triggerinstances.dispatch(self.publisher, trigger, payload, trace_context=trace_context,
+                                                 validate=validate)
         except ValidationError as exc:
             self._logger.warning('Trigger payload validation failed and validation is enabled, not dispatching '
                                  'a trigger "%s": %s', _name(trigger), exc)

@@ -53,7 +53,7 @@ from st2common.models.api.trigger import trigger_to_api  # noqa: E402
 from st2common.models.db.trigger import TriggerDB  # noqa: E402
 from st2common.persistence import db as database  # noqa: E402
 from st2common.persistence.access import Access, to_object_id  # noqa: E402
-from st2common.services import configs, triggers  # noqa: E402
+from st2common.services import configs, triggerinstances, triggers  # noqa: E402
 from st2common.transport.connection import make_connection  # noqa: E402
 from st2common.transport.consumer import Consumer, Handler, run_in_background  # noqa: E402
 from st2common.transport.publisher import Publisher  # noqa: E402
@@ -219,7 +219,9 @@ class SensorWrapper:
         self.sensor = sensor
         self.stop = stop
         self.watcher = TriggerWatcher(publisher.topology, sensor, trigger_types)
-        self.consumer = Consumer(make_connection(settings.messaging), publisher, [self.watcher],
+        # The trigger lookups of dispatch are forgotten when a trigger or type changes anywhere.
+        handlers = [self.watcher, *triggers.lookup_handlers(publisher.topology)]
+        self.consumer = Consumer(make_connection(settings.messaging), publisher, handlers,
                                  max_redeliveries=settings.messaging.max_redeliveries, pool_size=1)
 
     def run(self) -> int:
@@ -227,6 +229,8 @@ class SensorWrapper:
         consumer_thread = run_in_background(self.consumer)
         if not self.consumer.wait_ready(CONNECT_TIMEOUT):
             LOG.warning("trigger watcher not ready after %.0f s; triggers may arrive late", CONNECT_TIMEOUT)
+        else:
+            triggers.LOOKUPS.watch()
         try:
             return self._run_sensor()
         finally:
@@ -311,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"sensor {args.pack}.{args.class_name}: configuration error: {exc}\n")
         return 1
     log.setup(f"sensor.{args.pack}.{args.class_name}", settings)
-    triggers.configure(settings)
+    triggerinstances.configure(settings)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     install_alias()

@@ -19,6 +19,7 @@ import threading  # noqa: E402
 
 from st2common.exceptions import StackStormBaseException  # noqa: E402
 from st2common.service import Service  # noqa: E402
+from st2common.services import inquiries  # noqa: E402
 from st2common.services.workflows import WorkflowService  # noqa: E402
 from st2common.transport.connection import make_connection  # noqa: E402
 from st2common.transport.consumer import Consumer, run_in_background  # noqa: E402
@@ -64,7 +65,10 @@ class WorkflowEngineService:
 
     def sweep(self, idle_after: float | None = None) -> int:
         """One sweep over the workflows unchanged for idle_after seconds; how many were looked at."""
-        return self.sweeper.run(self.idle_after if idle_after is None else idle_after)
+        count = self.sweeper.run(self.idle_after if idle_after is None else idle_after)
+        # Overdue inquiries time out here too, so their workflows move on (st2common.services.inquiries).
+        inquiries.expire(self.workflows)
+        return count
 
     def _sweep_forever(self) -> None:
         idle_after = self.startup_idle_after

@@ -4,17 +4,22 @@
 | --------------------------------------- | ---------------------- | ------------------------------------------ |
 | workflow.work (workflow.status          | {"id"} of a workflow   | starts it: first tasks requested           |
 | ``requested``; copies compete)          | execution              | (WorkflowService.start)                    |
-| workflow.action.update (execution       | {"id"} of any written  | a child of a workflow (context.orquesta)   |
-| ``update``; copies compete)             | execution              | that completed, went pending or paused, or |
+| workflow.action.update (execution       | {"id", "status"} of    | a child of a workflow (context.orquesta)   |
+| ``update``; copies compete)             | any written execution  | that completed, went pending or paused, or |
 |                                         |                        | resumed: its task moves on                 |
 |                                         |                        | (WorkflowService.child_changed); a         |
 |                                         |                        | workflow's own execution asked to pause,   |
 |                                         |                        | resume or cancel: the workflow follows     |
 |                                         |                        | (WorkflowService.control)                  |
 
-Every execution write arrives on the update queue, so most messages are
-dropped after one read of the record. Handling is idempotent: a status the
-conductor already knows changes nothing, so a redelivered message does no harm.
+Every execution write arrives on the update queue. An update that announces a
+status nothing here acts on (requested, scheduled, delayed; the first running of
+a plain child this engine requested) is dropped unread;
+the others cost one read of the few fields events need, and are dropped when the
+record has moved past the announced status (the update of its new status
+follows: a noop's "running" update would otherwise find it succeeded and apply
+its completion twice). Handling is idempotent: a status the conductor already
+knows changes nothing, so a redelivered message does no harm.
 
 The sweep (WorkflowSweep) makes good what no consumer saw: for each active
 workflow execution left unchanged for a while, it applies the children that
@@ -33,14 +38,16 @@ import logging
 from typing import Any
 
 from st2common import statuses
-from st2common.exceptions import NotFoundError, StackStormBaseException
+from st2common.exceptions import StackStormBaseException
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.workflow import WorkflowExecutionDB
+from st2common.persistence.access import to_object_id
 from st2common.runners import registry
 from st2common.services import workflows
 from st2common.services.workflows import WorkflowService, plain, still_requested
 from st2common.transport.consumer import Handler
+from st2workflowengine.actionchain.service import ChainService
 from st2workflowengine.orquesta import ActionRequest, NextTask
 
 LOG = logging.getLogger(__name__)
@@ -51,11 +58,19 @@ UPDATE_QUEUE = "workflow.action.update"
 CONTROL_STATUSES = frozenset({statuses.PAUSING, statuses.RESUMING, statuses.CANCELING, statuses.CANCELED})
 
 
-def _load(service: WorkflowService, execution_id: Any) -> ExecutionDB | None:
-    try:
-        return service.executions.get_by_id(execution_id)
-    except NotFoundError:
-        return None
+# Statuses of an execution update that neither a workflow nor an action chain acts on: such an
+# update (its status rides in the message) is dropped without reading the record.
+IGNORED_STATUSES = frozenset({statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED})
+# What the update handler reads of an execution: what a task's or node's event and a control need,
+# without the copies of the action and runner schemas, the parameters and the list of children.
+UPDATE_FIELDS = ("id", "status", "runner", "context", "parent", "result", "log", "start_timestamp",
+                 "end_timestamp")
+
+
+def _load(service: WorkflowService, execution_id: Any, only: tuple[str, ...] = ()) -> ExecutionDB | None:
+    oid = to_object_id(execution_id)
+    found = service.executions.query(raw={"_id": oid}, only=only, limit=1) if oid is not None else []
+    return found[0] if found else None
 
 
 def is_workflow(execution: ExecutionDB) -> bool:
@@ -95,16 +110,23 @@ class ExecutionUpdateHandler(Handler):
     def __init__(self, service: WorkflowService) -> None:
         self.service = service
         self.queue = service.publisher.topology.work_queue(UPDATE_QUEUE)
+        # ActionChains move on from the same updates (st2workflowengine.actionchain.service).
+        self.chains = ChainService(service.settings, service.publisher)
 
     def handle(self, body: dict[str, Any]) -> None:
-        execution = _load(self.service, body.get("id"))
-        if execution is None:
+        announced = body.get("status")
+        if announced in IGNORED_STATUSES or (announced == statuses.RUNNING and self.service.first_run(body.get("id"))):
+            return
+        execution = _load(self.service, body.get("id"), UPDATE_FIELDS)
+        if execution is None or (announced is not None and execution.status != announced):
+            # Moved on since: the message of the status it has now follows, and acts on it once.
             return
         if execution.status in CONTROL_STATUSES and is_workflow(execution):
             self.service.control(execution)
         if (execution.context or {}).get("orquesta") and (
                 execution.status in workflows.CHILD_STATUSES or resumed(execution)):
             self.service.child_changed(execution)
+        self.chains.execution_changed(execution)
 
     def give_up(self, body: dict[str, Any], error: BaseException) -> None:
         """A child update that keeps failing fails its workflow rather than leave it waiting forever."""
@@ -128,6 +150,7 @@ class WorkflowSweep:
 
     def __init__(self, service: WorkflowService) -> None:
         self.service = service
+        self.chains = ChainService(service.settings, service.publisher)
 
     def run(self, idle_for: float = 0.0) -> int:
         """Reconcile every active workflow execution unchanged for idle_for seconds; how many."""
@@ -140,7 +163,7 @@ class WorkflowSweep:
                 self.reconcile(workflow)
             except StackStormBaseException as exc:
                 LOG.warning("sweep: workflow execution %s not reconciled: %s", workflow.pk, exc)
-        return len(found)
+        return len(found) + self.chains.sweep(idle_for)
 
     def reconcile(self, workflow: WorkflowExecutionDB) -> None:
         """Catch one workflow up: missed child updates applied, lost children requested."""
@@ -169,10 +192,7 @@ class WorkflowSweep:
             outcome = service.mutate(workflow.pk, lambda _w, conductor: service.apply(conductor, events))
         if outcome is not None:
             LOG.info("workflow execution %s caught up with %d child updates", workflow.pk, len(events))
-        service.advance(outcome)
-        if outcome is not None:
-            for task, child in seen:
-                service.record_task(outcome.conductor, task, child)
+        service.settle(outcome, seen)
 
     def _request_lost(self, workflow: WorkflowExecutionDB, existing: set[tuple[str, int | None]]) -> None:
         """Request the pending children that were never requested."""

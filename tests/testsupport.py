@@ -65,12 +65,63 @@ def make_settings(tmp_path: Path, mongo: EmbeddedMongo | None, bus_url: str = "f
     return settings
 
 
-def api_app(settings, publisher=None):
-    """The API's WSGI app for settings, every request carrying an admin's credentials unless it has its own.
+# Values no API response may contain unless the request asked for show_secrets or decrypt;
+# tests that plant a secret add it here (api_app's guard checks every response).
+PLANTED_SECRETS: set[str] = set()
+_CREDENTIAL_KEYS = ("HTTP_X_AUTH_TOKEN", "HTTP_ST2_API_KEY")
 
-    For tests whose subject is not authentication; tests of authentication use
-    st2api.app.setup_app directly.
+
+def api_app(settings, publisher=None):
+    """The API's WSGI app for settings, for tests whose subject is not authentication.
+
+    Every request without credentials of its own carries a token of the system
+    user (an admin), and every response is checked for planted secrets. Tests of
+    authentication use st2api.app.setup_app directly.
     """
     from st2api.app import setup_app
 
-    return setup_app(settings, publisher)
+    return guarded(setup_app(settings, publisher), settings)
+
+
+def guarded(app, settings):
+    """app wrapped in api_app's guard: an admin token where none is given, planted secrets checked."""
+    return _Guard(app, settings)
+
+
+def admin_token(settings) -> str:
+    """A fresh token of the system user (a system_admin) in the test's database."""
+    from st2common.services import tokens
+
+    return tokens.issue(settings, settings.system_user.user)[1]
+
+
+class _Guard:
+    """WSGI wrapper: adds an admin token where a request has no credentials; fails responses leaking secrets."""
+
+    def __init__(self, app, settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._token = None
+
+    def __call__(self, environ, start_response):
+        query = environ.get("QUERY_STRING", "")
+        if not any(environ.get(key) for key in _CREDENTIAL_KEYS) and "x-auth-token=" not in query \
+                and "st2-api-key=" not in query:
+            if self._token is None:
+                self._token = admin_token(self.settings)
+            environ["HTTP_X_AUTH_TOKEN"] = self._token
+        body = b"".join(self.app(environ, start_response))
+        if not _asks_for_secrets(query):
+            text = body.decode(errors="replace")
+            for secret in PLANTED_SECRETS:
+                assert secret not in text, f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}?{query} " \
+                                           f"leaked a secret: {text[:500]}"
+        return [body]
+
+
+def _asks_for_secrets(query: str) -> bool:
+    from urllib.parse import parse_qs
+
+    asked = parse_qs(query)
+    return any(value.lower() in ("true", "1", "yes", "y")
+               for name in ("show_secrets", "decrypt") for value in asked.get(name, []))

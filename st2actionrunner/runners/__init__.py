@@ -44,6 +44,8 @@ def action_env(ctx: RunContext, debug: bool = False) -> dict[str, str]:
     api_url = public_api_url(ctx.settings)
     if api_url:
         env["ST2_ACTION_API_URL"] = api_url
+    if ctx.auth_token:
+        env["ST2_ACTION_AUTH_TOKEN"] = ctx.auth_token
     if debug:
         env["ST2_ACTION_DEBUG"] = "1"
     return env

@@ -482,6 +482,8 @@ class PythonRunner(ActionRunner):
         api_url = public_api_url(self.ctx.settings)
         if api_url:
             env["ST2_API_URL"] = api_url
+        if self.ctx.auth_token:
+            env["ST2_AUTH_TOKEN"] = self.ctx.auth_token
         return env
 
     def _config_path(self) -> str | None:

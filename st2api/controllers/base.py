@@ -55,6 +55,12 @@ class Route:
     handler: str
     query: dict[str, str] = field(default_factory=dict)
     status: int = 200
+    # Answered without credentials (token creation only).
+    public: bool = False
+    # A POST or PUT that changes nothing (inspection, tests): observers may call it.
+    reads: bool = False
+    # The permission named in a 403 when it is not <resource>_<verb> (StackStorm's inquiry_respond).
+    permission: str = ""
 
     def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
         """The path parameters when this route takes method and segments, else None."""
@@ -104,12 +110,15 @@ def cast_query(declared: dict[str, str], raw: webob.multidict.MultiDict) -> dict
 class Call:
     """One request as a handler sees it: path and query parameters, the body, response headers."""
 
-    def __init__(self, state, request: webob.Request, path: dict[str, str], query: dict[str, Any]) -> None:
+    def __init__(self, state, request: webob.Request, path: dict[str, str], query: dict[str, Any],
+                 identity=None) -> None:
         self.state = state
         self.request = request
         self.path = path
         self.query = query
         self.headers: dict[str, str] = {}
+        # st2api.auth.Identity of the caller; None only on public routes.
+        self.identity = identity
 
     @property
     def settings(self):
@@ -117,17 +126,23 @@ class Call:
 
     @property
     def mask_secrets(self) -> bool:
-        """Whether secrets are masked in this response.
-
-        show_secrets is honoured for everyone: without RBAC every caller is an
-        admin, as with StackStorm's no-op RBAC backend.
-        """
-        return self.settings.api.mask_secrets and not self.query.get("show_secrets", False)
+        """Whether secrets are masked in this response: show_secrets=true is honoured for admins only."""
+        return self.settings.api.mask_secrets and not (self.query.get("show_secrets", False) and self.is_admin)
 
     @property
     def user(self) -> str:
-        """Who asks: the system user until authentication exists."""
-        return self.settings.system_user.user
+        """Who asks (the system user on public routes)."""
+        return self.identity.user if self.identity is not None else self.settings.system_user.user
+
+    @property
+    def roles(self) -> list[str]:
+        """The caller's role names."""
+        return list(self.identity.roles) if self.identity is not None else []
+
+    @property
+    def is_admin(self) -> bool:
+        """True when the caller holds an admin role (everyone, with RBAC off)."""
+        return self.identity is not None and self.identity.is_admin
 
     def body(self) -> Any:
         """The JSON body; an empty body is {} (StackStorm validates it all the same)."""
@@ -264,8 +279,8 @@ class ResourceController(Controller):
 
     @staticmethod
     def is_admin(call: Call) -> bool:
-        """Every caller is an admin until RBAC exists (StackStorm's no-op RBAC backend)."""
-        return True
+        """True when the caller holds an admin role."""
+        return call.is_admin
 
     def sort_order(self, sort: str | None, default: Iterable[str]) -> list[str]:
         """The sort keys of a ?sort= value mapped to stored fields; unknown keys are skipped."""

@@ -8,21 +8,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from pathlib import Path
 from typing import Any, Callable
 
 import click
 import yaml
 
 from st2client import formatting
-from st2client.client import (Client, ConnectionFailed, St2ClientError, config_path, default_config,
-                              read_config)
+from st2client.client import Client, St2ClientError, config_path, default_config, read_config
+from st2client.credentials import token_from_config
 
 LOG = logging.getLogger(__name__)
 
-# A cached token is no longer used this many seconds before it expires.
-TOKEN_GRACE_SECONDS = 15
 NO_MATCH = "No matching items found"
 
 
@@ -77,36 +73,26 @@ class Session:
     def color(self) -> bool:
         return formatting.colors_enabled()
 
+    def new_client(self) -> Client:
+        """A client for this run's endpoints and given credentials, without logging in from the config."""
+        names = ("base_url", "api_url", "auth_url", "stream_url", "api_version", "cacert", "basic_auth")
+        kwargs = {name: self.options.get(name) for name in names}
+        return Client(debug=bool(self.options.get("debug")), token=self.token, api_key=self.api_key,
+                      env=self.env, config={} if self.skip_config else self.config, **kwargs)
+
     @property
     def client(self) -> Client:
-        """The API client, authenticated with the config's credentials when no token or key is given."""
+        """The API client; with no token or API key given, logged in as the config's user (credentials.py)."""
         if self._client is None:
-            names = ("base_url", "api_url", "auth_url", "stream_url", "api_version", "cacert", "basic_auth")
-            kwargs = {name: self.options.get(name) for name in names}
-            self._client = Client(debug=bool(self.options.get("debug")), token=self.token,
-                                  api_key=self.api_key, env=self.env,
-                                  config={} if self.skip_config else self.config, **kwargs)
-            if not (self._client.token or self._client.api_key) and not self.skip_config:
-                self._login_from_config(self._client)
+            client = self.new_client()
+            if not (client.token or client.api_key) and not self.skip_config:
+                try:
+                    client.token = token_from_config(client, self.config)
+                except St2ClientError:
+                    click.echo("Failed to authenticate with credentials provided in the config.")
+                    raise
+            self._client = client
         return self._client
-
-    def _login_from_config(self, client: Client) -> None:
-        credentials = self.config["credentials"]
-        username = credentials.get("username")
-        if not username:
-            return
-        cache = self.config["cli"].get("cache_token", True)
-        token = _cached_token(username) if cache else None
-        if not token:
-            try:
-                document = client.create_token(username, credentials.get("password") or "")
-            except ConnectionFailed as error:
-                LOG.warning("Auth API server is not available, skipping authentication: %s", error)
-                return
-            token = document["token"]
-            if cache:
-                _cache_token(document)
-        client.token = token
 
     def print(self, subject: Any, render: Callable[[], str], attributes: list[str] | None = None) -> None:
         """Print subject as JSON or YAML when asked, else render()'s text; a note when empty."""
@@ -118,35 +104,6 @@ class Session:
             click.echo(formatting.to_yaml(subject, attributes))
         else:
             click.echo(render())
-
-
-def _token_path(username: str) -> Path:
-    return Path(os.path.expanduser("~")) / ".st2" / f"token-{username}"
-
-
-def _cached_token(username: str) -> str | None:
-    path = _token_path(username)
-    try:
-        data = json.loads(path.read_text())
-        token, expires = data["token"], int(data["expire_timestamp"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CommandError(f'File "{path}" with cached token is corrupted or invalid ({error}). '
-                           "Please delete this file") from error
-    return token if expires - TOKEN_GRACE_SECONDS >= time.time() else None
-
-
-def _cache_token(document: dict) -> None:
-    path = _token_path(document["user"])
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        expires = int(formatting.parse_isodate(document["expiry"]).timestamp())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"token": document["token"], "expire_timestamp": expires}, handle)
-    except OSError as error:
-        LOG.warning('Unable to cache the token in "%s": %s', path, error)
 
 
 def session(ctx: click.Context | None = None) -> Session:

@@ -144,7 +144,7 @@ def _task_name(child: dict) -> Any:
     return formatting.get_value(context, "orquesta.task_name")
 
 
-def _child_rows(children: list[dict], parent_id: str, elapsed: bool) -> list[dict]:
+def _child_rows(children: list[dict], parent_id: str, elapsed: bool = True) -> list[dict]:
     nested = any(child.get("children") for child in children)
     depth = {parent_id: 0}
     by_id = {child["id"]: child for child in children}
@@ -165,7 +165,8 @@ def _child_rows(children: list[dict], parent_id: str, elapsed: bool) -> list[dic
 def _print_workflow(sess: Session, doc: dict, opts: dict) -> None:
     attributes = list(WORKFLOW_ATTRIBUTES)
     children = sess.client.executions.get_property(doc["id"], "children", depth=opts.get("depth", -1)) or []
-    rows = _child_rows([c.serialize() for c in children], doc["id"], not (sess.json or sess.yaml))
+    # StackStorm's CLI shows the tasks' elapsed time in every format, JSON and YAML included.
+    rows = _child_rows([c.serialize() for c in children], doc["id"])
     if not rows:
         attributes.append("result")
     at = attributes.index("status") + 1

@@ -22,7 +22,7 @@ from st2common.models.db.action import ActionDB
 from st2common.models.db.rule import RULE_TYPE_BACKSTOP, RULE_TYPE_STANDARD, RuleDB, RuleTypeDB
 from st2common.models.db.trigger import TriggerTypeDB
 from st2common.persistence.access import Access
-from st2common.services import triggers as trigger_service
+from st2common.services import triggers as trigger_service, triggertypes
 
 if TYPE_CHECKING:
     from st2common.content.bootstrap import Registration
@@ -159,8 +159,8 @@ def resolve_rule(data: Mapping[str, Any], pack: str, references: References,
     if trigger_type is None:
         raise ValidationError(f'trigger type "{trigger["type"]}" is not registered', field="trigger.type")
     try:
-        parameters = trigger_service.validate_parameters(trigger_type, trigger.get("parameters") or {},
-                                                         enforce=validate_trigger_parameters)
+        parameters = triggertypes.validate_parameters(trigger_type, trigger.get("parameters") or {},
+                                                      enforce=validate_trigger_parameters)
     except ValidationError as exc:
         raise ValidationError(f"trigger.{exc.message}", field=f"trigger.{exc.field}") from None
     criteria = dict(data.get("criteria") or {})

@@ -21,7 +21,7 @@ from st2common.content import schemas
 from st2common.content.loader import PackDir, YamlDocument, load_mapping
 from st2common.exceptions import ContentError
 from st2common.models.db.trigger import TriggerTypeDB
-from st2common.services import triggers as trigger_service
+from st2common.services import triggers as trigger_service, triggertypes
 
 if TYPE_CHECKING:
     from st2common.content.bootstrap import Registration
@@ -141,8 +141,8 @@ def register_trigger_type(run: "Registration", spec: TriggerTypeSpec) -> bool:
 def register_system_types(run: "Registration") -> int:
     """Upsert StackStorm's system trigger types; how many were written."""
     written = 0
-    for data in trigger_service.system_trigger_types():
-        changed = register_trigger_type(run, spec_from_dict(data, trigger_service.SYSTEM_PACK))
+    for data in triggertypes.system_trigger_types():
+        changed = register_trigger_type(run, spec_from_dict(data, triggertypes.SYSTEM_PACK))
         run.report.count(KIND, changed)
         written += int(changed)
     return written

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
-from typing import Any, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 import mongoengine as me
 from bson import ObjectId, Regex
@@ -46,6 +46,27 @@ _REGEX_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re
 # which stores it as a date.
 _DATE_SAFE_PULL = "_st2_no_such_field"
 _SETTERS = ("$set", "$setOnInsert")
+
+
+# model -> callbacks run after each write of its documents through an Access of this process.
+_WRITE_LISTENERS: dict[type, list[Callable[[type], None]]] = {}
+
+
+def on_write(model: type, callback: Callable[[type], None]) -> None:
+    """Call callback(model) after every write of model's documents through Access in this process.
+
+    In-process caches use it to forget what changed at once, whether or not
+    the write publishes an event (writes of other processes reach them as
+    bus events, or not at all, and then their time-to-live bounds the delay).
+    """
+    listeners = _WRITE_LISTENERS.setdefault(model, [])
+    if callback not in listeners:
+        listeners.append(callback)
+
+
+def _written(model: type) -> None:
+    for callback in _WRITE_LISTENERS.get(model, ()):
+        callback(model)
 
 
 def prefix_filter(field: str, prefix: str) -> dict:
@@ -237,6 +258,8 @@ class Access(Generic[T]):
             raise self._invalid(exc) from exc
         except DB_ERRORS as exc:
             raise DatabaseError(f"writing {self.resource_type}: {exc}") from exc
+        finally:
+            _written(self.model)
         if publish:
             self.publish(CREATE if created else UPDATE, doc)
         return doc
@@ -294,6 +317,8 @@ class Access(Generic[T]):
             raise ConflictError(f"{self.resource_type} {doc_id} would clash with an existing one: {exc}") from exc
         except DB_ERRORS as exc:
             raise DatabaseError(f"updating {self.resource_type} {doc_id}: {exc}") from exc
+        finally:
+            _written(self.model)
         doc = self.model._from_son(son) if son is not None else None
         if doc is not None and publish:
             self.publish(UPDATE, doc)
@@ -319,11 +344,14 @@ class Access(Generic[T]):
                 return updated
         raise DatabaseError(f"appending to {self.resource_type} {doc_id}.{field}: too much contention")
 
-    def insert_many(self, docs: list[T]) -> list[T]:
+    def insert_many(self, docs: list[T], reload: bool = True) -> list[T]:
         """Bulk insert of validated documents; no events are published (registration, imports).
 
         Inserts are ordered: on a ConflictError the documents before the
-        clashing one are stored and the rest are not.
+        clashing one are stored and the rest are not. The documents returned
+        are read back (one more command) unless reload is False: then they are
+        the given ones, their ids set, as they were before the database stored
+        them (times keep their microseconds).
         """
         if not docs:
             return []
@@ -333,11 +361,20 @@ class Access(Generic[T]):
             except me.ValidationError as exc:
                 raise self._invalid(exc) from exc
         try:
-            return self.model.objects.insert(docs)
+            if reload:
+                return self.model.objects.insert(docs)
+            ids = self.model.objects.insert(docs, load_bulk=False)
+            for doc, oid in zip(docs, ids if isinstance(ids, list) else [ids]):
+                doc.pk = oid
+                doc._created = False
+                doc._clear_changed_fields()
+            return docs
         except NotUniqueError as exc:
             raise ConflictError(f"{self.resource_type} conflicts with an existing one: {exc}") from exc
         except DB_ERRORS as exc:
             raise DatabaseError(f"inserting {self.resource_type}: {exc}") from exc
+        finally:
+            _written(self.model)
 
     def delete(self, doc: T, publish: bool = True) -> None:
         """Delete doc and publish its deletion."""
@@ -345,6 +382,8 @@ class Access(Generic[T]):
             doc.delete()
         except DB_ERRORS as exc:
             raise DatabaseError(f"deleting {self.resource_type} {doc.pk}: {exc}") from exc
+        finally:
+            _written(self.model)
         if publish:
             self.publish(DELETE, doc)
 
@@ -354,6 +393,8 @@ class Access(Generic[T]):
             return self._queryset(filters, raw).delete()
         except DB_ERRORS as exc:
             raise DatabaseError(f"deleting {self.resource_type}: {exc}") from exc
+        finally:
+            _written(self.model)
 
     # -- events -------------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ class RunContext:
     publish: Callable[[str, str, dict], None] | None = None
     #: The platform settings (st2common.config.Settings).
     settings: Any = None
+    #: A token of the execution's user, valid while it runs (ST2_ACTION_AUTH_TOKEN), when auth is on.
+    auth_token: str | None = None
 
     @property
     def entry_point_path(self) -> Path | None:

@@ -17,10 +17,18 @@ What ``load(pack, user, settings)`` gives (StackStorm's ContentPackConfigLoader)
 
 The result knows which options are secret: ``masked()`` for showing it,
 ``secret_values()`` for scrubbing clear values out of anything recorded.
+
+Every run loads its pack's config, so the stored part (schema, values with
+defaults, where they come from) is kept in ``STORED`` (a RecordCache): it is
+forgotten on a config or schema write through Access in this process, and read
+again after STORED_TTL seconds, which bounds how long a change made by another
+process (``st2ctl reload``, the API) goes unseen. A config with an error is
+never kept. Datastore references are rendered on every load, for its user.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -40,12 +48,15 @@ from st2common.models.api.base import mask_value
 from st2common.models.db.keyvalue import FULL_USER_SCOPE
 from st2common.models.db.pack import ConfigDB, ConfigSchemaDB, PackDB
 from st2common.persistence.access import Access
+from st2common.persistence.cache import RecordCache
 from st2common.services.keyvalues import Datastore
 from st2common.templating import contains_template, render_value, st2kv_context
 
 LOG = logging.getLogger(__name__)
 
 _SAVE_ATTEMPTS = 5
+STORED_TTL = 1.0
+STORED = RecordCache("configs", (ConfigDB, ConfigSchemaDB), STORED_TTL)
 
 
 @dataclass(frozen=True)
@@ -123,11 +134,18 @@ def _stored_values(pack: str, attributes: Mapping[str, Any] | None, settings) ->
     return dict(values), str(path)
 
 
-def _unresolved(pack: str, settings) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-    """(schema attributes, values with defaults but templates unrendered, where the values come from)."""
+def _read_unresolved(pack: str, settings) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     attributes = get_schema(pack) or {}
     values, path = _stored_values(pack, attributes, settings)
     return attributes, with_defaults(attributes, values), path
+
+
+def _unresolved(pack: str, settings) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """(schema attributes, values with defaults but templates unrendered, where the values come from)."""
+    configs_path = str(settings.content.configs_path) if settings is not None else None
+    attributes, values, path = STORED.get((pack, configs_path), lambda: _read_unresolved(pack, settings))
+    # Shared with later loads: each caller gets its own copy.
+    return copy.deepcopy(attributes), copy.deepcopy(values), path
 
 
 def load(pack: str, user: str | None = None, settings=None, datastore=None) -> PackConfig:

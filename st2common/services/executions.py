@@ -7,9 +7,9 @@ What each use-case writes and publishes:
 | -------------- | --------------------------------------- | ------------------------------------------------- |
 | request        | insert (status requested); parent's     | execution create; liveaction.status ``requested`` |
 |                | children list when it has a parent      |                                                   |
-| update_status  | one compare-and-set on the old status   | execution update; liveaction.status <new status>  |
-|                |                                         | when publish_work (callers pass it for statuses a |
-|                |                                         | work queue consumes: WORK_STATUSES)               |
+| update_status  | one compare-and-set on the old status   | execution update {id, status}; liveaction.status  |
+|                |                                         | <new status> when publish_work (callers pass it   |
+|                |                                         | for statuses a work queue consumes: WORK_STATUSES)|
 | cancel         | update_status to canceled (not started  | as update_status (``canceling`` reaches the       |
 |                | yet) or canceling (running)             | action runners)                                   |
 | re_run         | as request, context["re-run"]           | as request                                        |
@@ -21,14 +21,26 @@ stored truncated, never rejected: the result becomes
 "preview": <the first bytes of its JSON text>}`` plus, for a dict result, its
 short scalar fields (return_code, succeeded, failed, status_code ...) so the
 outcome stays readable.
+
+A status change's update event carries the new status beside the id, so a
+consumer that acts only on some statuses (the notifier: completed ones) can
+pass over the others without reading the record; the record stays the truth.
+
+The action and runner type a request names are read through ``LOOKUPS``, a
+RecordCache (st2common/persistence/cache.py): a write through Access in this
+process forgets it at once; a change made by another process (``st2ctl
+reload``) reaches this one's requests within LOOKUP_TTL seconds, or at once in
+a process that consumes the action and runner type exchanges with a Forget
+handler and calls ``LOOKUPS.watch()``.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from st2common import parameters as params
 from st2common import statuses
@@ -37,7 +49,8 @@ from st2common.models.db.action import ActionDB
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
 from st2common.models.db.runner import RunnerTypeDB
-from st2common.persistence.access import Access
+from st2common.persistence.access import UPDATE, Access
+from st2common.persistence.cache import RecordCache
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import WORK_QUEUES
 
@@ -54,6 +67,10 @@ CANCELED_MESSAGE = "Action canceled by user."
 _KEPT_SCALAR_LENGTH = 256
 _PREVIEW_LIMIT = 64 * 1024
 _CONFLICT_ATTEMPTS = 20
+# Seconds a looked-up action and runner type serve requests in a process that does not watch their events.
+LOOKUP_TTL = 1.0
+LOOKUP_WATCHED_TTL = 30.0
+LOOKUPS = RecordCache("actions", (ActionDB, RunnerTypeDB), LOOKUP_TTL, LOOKUP_WATCHED_TTL)
 
 
 def access(publisher: Publisher | None) -> Access[ExecutionDB]:
@@ -85,10 +102,11 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     if new_status in statuses.COMPLETED and "end_timestamp" not in fields:
         fields["end_timestamp"] = now
     fields["log"] = list(execution.log or []) + [{"status": step, "timestamp": now} for step in (*via, new_status)]
-    updated = access.update_if(execution.pk, {"status": old_status}, fields)
+    updated = access.update_if(execution.pk, {"status": old_status}, fields, publish=False)
     if updated is None:
         raise StaleRecordError(f"execution {execution.pk} is no longer {old_status!r}")
     LOG.debug("execution %s: %s -> %s", execution.pk, old_status, new_status)
+    access.publish(UPDATE, updated, status=new_status)
     if publish_work and access.publisher is not None:
         access.publisher.publish(WORK_EXCHANGE, new_status, {"id": str(updated.pk)})
     return updated
@@ -124,19 +142,26 @@ def runner_dict(runner: RunnerTypeDB) -> dict[str, Any]:
     }
 
 
-def _load_action(action_ref: str) -> tuple[ActionDB, RunnerTypeDB]:
+def _read_action(action_ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
     action = Access(ActionDB).get(ref=action_ref)
     if action is None:
         raise NotFoundError("action", action_ref, f'Action "{action_ref}" cannot be found.')
-    if not action.enabled:
-        raise ValidationError(f'Unable to execute. Action "{action_ref}" is disabled.', field="action")
     name = runner_name(action)
     runner = Access(RunnerTypeDB).get(name=name)
     if runner is None:
         raise NotFoundError("runner_type", name, f'Runner type "{name}" of action "{action_ref}" cannot be found.')
-    if not runner.enabled:
-        raise ValidationError(f'Runner "{name}" has been disabled by the administrator.', field="action")
-    return action, runner
+    return action_dict(action), runner_dict(runner)
+
+
+def _load_action(action_ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The action and its runner type as an execution carries them (fresh copies); checks both are enabled."""
+    action, runner = LOOKUPS.get(action_ref, lambda: _read_action(action_ref))
+    if not action["enabled"]:
+        raise ValidationError(f'Unable to execute. Action "{action_ref}" is disabled.', field="action")
+    if not runner["enabled"]:
+        raise ValidationError(f'Runner "{runner["name"]}" has been disabled by the administrator.', field="action")
+    # The cached dicts are shared; the execution gets its own.
+    return copy.deepcopy(action), copy.deepcopy(runner)
 
 
 def _check_delay(delay: Any) -> int | None:
@@ -150,11 +175,14 @@ def _check_delay(delay: Any) -> int | None:
 def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | None = None, *,
             context: dict[str, Any] | None = None, delay: int | None = None, parent: str | None = None,
             notify: dict[str, Any] | None = None, trace_tag: str | None = None,
-            user: str | None = None) -> ExecutionDB:
+            user: str | None = None,
+            origin: Callable[[ExecutionDB], dict[str, Any]] | None = None) -> ExecutionDB:
     """Validate a request for action_ref, store it as ``requested`` and tell the scheduler.
 
-    NotFoundError names an unknown action; ParameterError names a parameter
-    that is unknown, immutable, of the wrong type, missing or fails to render.
+    origin(execution) gives fields stored with it in the same write (a rule's
+    rule, trigger, trigger_type and trigger_instance). NotFoundError names an
+    unknown action; ParameterError names a parameter that is unknown,
+    immutable, of the wrong type, missing or fails to render.
     """
     action, runner = _load_action(action_ref)
     delay = _check_delay(delay)
@@ -167,24 +195,26 @@ def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | 
         # A child runs on behalf of whoever started its parent (StackStorm's rule).
         user = (parent_doc.context or {}).get("user") or user
     ctx["user"] = user or ctx.get("user") or SYSTEM_USER
-    ctx.setdefault("pack", action.pack)
+    ctx.setdefault("pack", action["pack"])
     if trace_tag:
         ctx["trace_context"] = {"trace_tag": trace_tag}
-    schema = params.ParameterSchema.build(runner.runner_parameters, action.parameters, action.ref)
+    schema = params.ParameterSchema.build(runner["runner_parameters"], action["parameters"], action["ref"])
     live = params.render_live(schema, parameters, ctx)
 
     now = utcnow()
     execution = ExecutionDB(
-        status=statuses.REQUESTED, action_ref=action.ref, action=action_dict(action), runner=runner_dict(runner),
+        status=statuses.REQUESTED, action_ref=action["ref"], action=action, runner=runner,
         parameters=live, context=ctx, parent=str(parent_doc.pk) if parent_doc else None, delay=delay,
-        notify=dict(notify or action.notify or {}), log=[{"status": statuses.REQUESTED, "timestamp": now}],
+        notify=dict(notify or action["notify"] or {}), log=[{"status": statuses.REQUESTED, "timestamp": now}],
         start_timestamp=now,
     )
+    for name, value in (origin(execution) if origin else {}).items():
+        setattr(execution, name, value)
     executions.add_or_update(execution)
     if parent_doc is not None:
         executions.append(parent_doc.pk, "children", [str(execution.pk)])
     publisher.publish(WORK_EXCHANGE, statuses.REQUESTED, {"id": str(execution.pk)})
-    LOG.info("execution %s of %s requested by %s", execution.pk, action.ref, ctx["user"])
+    LOG.info("execution %s of %s requested by %s", execution.pk, action["ref"], ctx["user"])
     return execution
 
 
@@ -292,7 +322,7 @@ def store_outputs(publisher: Publisher | None, execution: ExecutionDB,
     docs = [ExecutionOutputDB(execution_id=str(execution.pk), action_ref=execution.action_ref,
                               runner_ref=runner_ref, timestamp=timestamp, output_type=output_type, data=data)
             for output_type, data, timestamp in chunks]
-    docs = Access(ExecutionOutputDB).insert_many(docs)
+    docs = Access(ExecutionOutputDB).insert_many(docs, reload=False)
     if publisher is not None:
         for doc in docs:
             publisher.publish(OUTPUT_EXCHANGE, doc.output_type, {"id": str(doc.pk), "execution_id": str(execution.pk)})

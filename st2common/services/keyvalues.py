@@ -9,14 +9,16 @@
 
 Trigger payloads carry the item as the API shows it without ``decrypt``
 (``{"object": {...}}``, ``{"old_object", "new_object"}``), so a secret travels
-as ciphertext. Expired items are skipped by every read at once; the database's
-TTL index, or ``purge_expired``, removes them later.
+as ciphertext. Expired items are skipped by every read at once. The TTL index
+deletes them (MongoDB's monitor within a minute, the embedded server at the
+next read), without a trigger, as in StackStorm, whose garbage collector
+leaves keys to that index; st2api also runs ``PeriodicPurge`` every
+``[keyvalue] purge_interval`` seconds, for a database without the index.
 
 Who may do what (``requester``, ``is_admin``): anyone reads system items and
 their own user items; another user's items, pre-encrypted values and
-decryption of system items need an administrator. Until authentication exists
-every caller is the configured system user and an administrator, as with
-StackStorm's no-op RBAC.
+decryption of system items need an administrator (a role holder per
+st2common/rbac.py; everyone when RBAC is off, as with StackStorm's no-op RBAC).
 """
 
 from __future__ import annotations
@@ -36,17 +38,17 @@ from st2common.models.db.base import utcnow
 from st2common.models.db.keyvalue import (ALL_SCOPE, ALLOWED_SCOPES, FULL_SCOPES, FULL_SYSTEM_SCOPE,
                                           FULL_USER_SCOPE, KeyValuePairDB)
 from st2common.persistence.access import Access, prefix_filter
-from st2common.services import triggers
+from st2common.services import triggerinstances, triggertypes
 from st2common.util import crypto
 
 LOG = logging.getLogger(__name__)
 
 CREATE, UPDATE, VALUE_CHANGE, DELETE = "create", "update", "value_change", "delete"
 TRIGGERS = {
-    CREATE: triggers.KEY_VALUE_PAIR_CREATE_TRIGGER_REF,
-    UPDATE: triggers.KEY_VALUE_PAIR_UPDATE_TRIGGER_REF,
-    VALUE_CHANGE: triggers.KEY_VALUE_PAIR_VALUE_CHANGE_TRIGGER_REF,
-    DELETE: triggers.KEY_VALUE_PAIR_DELETE_TRIGGER_REF,
+    CREATE: triggertypes.KEY_VALUE_PAIR_CREATE_TRIGGER_REF,
+    UPDATE: triggertypes.KEY_VALUE_PAIR_UPDATE_TRIGGER_REF,
+    VALUE_CHANGE: triggertypes.KEY_VALUE_PAIR_VALUE_CHANGE_TRIGGER_REF,
+    DELETE: triggertypes.KEY_VALUE_PAIR_DELETE_TRIGGER_REF,
 }
 _WRITE_ATTEMPTS = 20
 
@@ -335,7 +337,7 @@ class Datastore:
         if self.publisher is None:
             return
         try:
-            triggers.dispatch(self.publisher, TRIGGERS[operation], payload)
+            triggerinstances.dispatch(self.publisher, TRIGGERS[operation], payload)
         except StackStormBaseException as exc:
             # The item is stored, and that is what the caller asked for; the trigger is a
             # notification about it, and a missing one must not turn the write into an error.
@@ -353,11 +355,16 @@ class PeriodicPurge:
         self._thread = None
 
     def start(self) -> "PeriodicPurge":
-        """Start purging; the first round runs after one interval."""
-        if self._thread is None:
+        """Start purging (an interval of 0 or less: never); the first round runs after one interval."""
+        if self._thread is None and self.interval > 0:
             self._stopping.clear()
             self._thread = eventlet.spawn(self._run)
         return self
+
+    @property
+    def running(self) -> bool:
+        """True while purge rounds are scheduled."""
+        return self._thread is not None
 
     def _run(self) -> None:
         while not self._stopping.wait(self.interval):

@@ -16,6 +16,13 @@ the same count (StackStorm needs a coordination backend for that):
 | mark_retried    | a compare-and-set on the execution's revision adding                 |
 |                 | ``context.policies.retried_by``: one retry per failed run, however    |
 |                 | often its completion is delivered                                     |
+
+``policies_of`` runs twice per execution (before scheduling, after the end),
+and most actions have no policy: it reads the enabled policies of every
+action in one query into ``INDEX`` (a RecordCache) and answers from memory.
+The index is forgotten on a policy write through Access in this process and,
+in the action runner, which watches the policy exchange, on every policy
+event; elsewhere it is read again after INDEX_TTL seconds.
 """
 
 from __future__ import annotations
@@ -29,17 +36,28 @@ from st2common.exceptions import ConflictError, ContentError, ValidationError
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.policy import ConcurrencySlotDB, PolicyDB
 from st2common.persistence.access import Access, to_object_id
+from st2common.persistence.cache import RecordCache
 from st2common.transport.publisher import Publisher
 
 LOG = logging.getLogger(__name__)
 
 WORK_EXCHANGE = "liveaction.status"
 _CLAIM_ROUNDS = 2
+INDEX_TTL = 1.0
+INDEX_WATCHED_TTL = 30.0
+INDEX = RecordCache("policies", (PolicyDB,), INDEX_TTL, INDEX_WATCHED_TTL)
+
+
+def _read_index() -> dict[str, tuple[PolicyDB, ...]]:
+    index: dict[str, list[PolicyDB]] = {}
+    for policy in Access(PolicyDB).query({"enabled": True}, order_by=("policy_type", "id")):
+        index.setdefault(policy.resource_ref, []).append(policy)
+    return {ref: tuple(found) for ref, found in index.items()}
 
 
 def policies_of(action_ref: str) -> list[PolicyDB]:
-    """The enabled policies attached to an action, in a stable order."""
-    return Access(PolicyDB).query({"resource_ref": action_ref, "enabled": True}, order_by=("policy_type",))
+    """The enabled policies attached to an action, in a stable order (treat them as read-only)."""
+    return list(INDEX.get("enabled", _read_index).get(action_ref, ()))
 
 
 # -- concurrency slots --------------------------------------------------------------------------

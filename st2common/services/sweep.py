@@ -8,7 +8,12 @@ looking at the records:
 | ---------------------------------------------------- | ------------------------------------------ |
 | ``requested`` / ``scheduled`` unchanged for a while   | publish {"id"} again on liveaction.status, |
 |                                                      | routed by the status (their work queues)   |
-| ``delayed`` whose delay (ms from start) has passed   | move back to ``requested`` (published)     |
+| ``delayed`` whose delay (ms from start) has passed,  | move back to ``requested`` (published): its |
+| no concurrency policy on its action                  | scheduler's timer was lost                  |
+| ``delayed`` held by a concurrency policy, and no live | one ``requested`` nudge, status unchanged   |
+| execution of its action holds a slot                 | (nothing else would wake it)               |
+| ``delayed`` held by a concurrency policy while a slot| nothing: the scheduler re-checks it, and    |
+| holder still runs                                    | the holder's end nudges it                 |
 | WORKER_OWNED (running, pausing, canceling ...) with a| ``abandoned``, result {"error": ...}       |
 | ``runner_info.worker_id`` of a dead or unknown worker |                                            |
 
@@ -19,6 +24,13 @@ on the old status, so only one sweeper wins each record. Records with no
 ``runner_info.worker_id`` are never touched: nobody claimed them, so nobody died
 holding them. ``pending`` (an inquiry) and ``paused`` (a workflow) are left
 alone: they wait for a person or a resume, not for the worker that set them.
+
+An execution a concurrency policy delays stays ``delayed`` for as long as its
+action's slots are taken, which may be long; moving it back to ``requested``
+every round would only have the scheduler delay it again, two writes and two
+log entries per round. The scheduler has its own ways to bring it back (its
+re-check timer, and the nudge a slot holder's end sends), so the sweep steps in
+only when none of those can fire: no execution of the action holds a slot.
 """
 
 from __future__ import annotations
@@ -34,8 +46,10 @@ from st2common import statuses
 from st2common.exceptions import StackStormBaseException, StaleRecordError, TransitionError
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
-from st2common.persistence.access import Access
+from st2common.models.db.policy import ConcurrencySlotDB
+from st2common.persistence.access import Access, to_object_id
 from st2common.services import executions
+from st2common.services.policies import policies_of
 from st2common.services.workers import WorkerRegistry
 from st2common.transport.publisher import Publisher
 
@@ -45,7 +59,9 @@ LOG = logging.getLogger(__name__)
 REPUBLISHED = (statuses.REQUESTED, statuses.SCHEDULED)
 
 # Enough to decide, without loading results and parameters.
-_FIELDS = ("id", "status", "log", "start_timestamp", "delay", "runner_info")
+_FIELDS = ("id", "status", "log", "start_timestamp", "delay", "runner_info", "action_ref")
+# The policy types that delay an execution until a slot is free (st2actionrunner.policies.CONCURRENCY_TYPES).
+CONCURRENCY_POLICY_TYPES = frozenset({"action.concurrency", "action.concurrency.attr"})
 
 
 @dataclass
@@ -55,6 +71,8 @@ class SweepReport:
     republished: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
+    # Delayed by a concurrency policy with no slot holder left: nudged, status unchanged.
+    nudged: list[str] = field(default_factory=list)
 
 
 def sweep_executions(access: Access[ExecutionDB], publisher: Publisher, settings,
@@ -68,7 +86,7 @@ def sweep_executions(access: Access[ExecutionDB], publisher: Publisher, settings
     report = SweepReport()
     _abandon_orphans(access, worker_registry, settings.actionrunner.worker_dead_after, report)
     _republish_stuck(access, publisher, now, stuck_after, report)
-    _requeue_due_delayed(access, now, stuck_after, report)
+    _requeue_due_delayed(access, publisher, now, stuck_after, report)
     if report.republished or report.requeued or report.abandoned:
         LOG.info("sweep: %d re-published, %d delayed re-queued, %d abandoned",
                  len(report.republished), len(report.requeued), len(report.abandoned))
@@ -103,14 +121,39 @@ def _republish_stuck(access: Access[ExecutionDB], publisher: Publisher, now: dat
             LOG.debug("sweep: re-published %s execution %s", status, execution.pk)
 
 
-def _requeue_due_delayed(access: Access[ExecutionDB], now: datetime.datetime, stuck_after: float,
-                         report: SweepReport) -> None:
-    for execution in _waiting(access, statuses.DELAYED, now, stuck_after):
-        due = execution.start_timestamp + datetime.timedelta(milliseconds=execution.delay or 0)
-        if due > now:
-            continue
-        if _move(access, execution, statuses.REQUESTED):
-            report.requeued.append(str(execution.pk))
+def _requeue_due_delayed(access: Access[ExecutionDB], publisher: Publisher, now: datetime.datetime,
+                         stuck_after: float, report: SweepReport) -> None:
+    due = [execution for execution in _waiting(access, statuses.DELAYED, now, stuck_after)
+           if execution.start_timestamp + datetime.timedelta(milliseconds=execution.delay or 0) <= now]
+    if not due:
+        return
+    limited = {ref for ref in {execution.action_ref for execution in due}
+               if any(p.policy_type in CONCURRENCY_POLICY_TYPES for p in policies_of(ref))}
+    running = _slot_holders(limited) if limited else {}
+    for execution in due:
+        execution_id = str(execution.pk)
+        if execution.action_ref not in limited:
+            if _move(access, execution, statuses.REQUESTED):
+                report.requeued.append(execution_id)
+        elif not running.get(execution.action_ref, set()) - {execution_id}:
+            publisher.publish(executions.WORK_EXCHANGE, statuses.REQUESTED, {"id": execution_id})
+            report.nudged.append(execution_id)
+            LOG.debug("sweep: delayed execution %s nudged: no execution of %s holds a slot", execution_id,
+                      execution.action_ref)
+
+
+def _slot_holders(action_refs: set[str]) -> dict[str, set[str]]:
+    """The ids of the live (not completed) executions holding a concurrency slot, by action."""
+    slots = Access(ConcurrencySlotDB).query(raw={"action_ref": {"$in": sorted(action_refs)}},
+                                            only=("action_ref", "execution_id"))
+    ids = [oid for oid in (to_object_id(slot.execution_id) for slot in slots) if oid is not None]
+    holders = Access(ExecutionDB).query(raw={"_id": {"$in": ids}}, only=("id", "status")) if ids else []
+    live = {str(execution.pk) for execution in holders if execution.status not in statuses.COMPLETED}
+    found: dict[str, set[str]] = {}
+    for slot in slots:
+        if slot.execution_id in live:
+            found.setdefault(slot.action_ref, set()).add(slot.execution_id)
+    return found
 
 
 def _abandon_orphans(access: Access[ExecutionDB], worker_registry: WorkerRegistry, dead_after: float,

@@ -3,6 +3,9 @@
 | use-case               | write                                                   |
 | ---------------------- | ------------------------------------------------------- |
 | resolve                | a TraceDB when the context names none that exists       |
+| start_for_execution    | the TraceDB an execution starts, under an id derived    |
+|                        | from the execution's: one insert, however often asked   |
+|                        | (start_for_executions: one insert for many)             |
 | add_trigger_instance   | one TraceComponentDB (caused by an execution for action |
 |                        | and notify triggers, as StackStorm links them)          |
 | add_rule               | one TraceComponentDB, caused by ``trigger_instance``    |
@@ -14,18 +17,26 @@ key is enough), or a bare tag string. Tags need not be unique: a context
 with a tag joins the oldest trace with that tag, as StackStorm's lookup does
 when it finds several. Every link is idempotent: its ``link_key`` is unique,
 so a redelivered message that records the same link again stores nothing.
+
+Traces are never changed once stored, so the ones this process created are
+remembered for a while (``RECENT``): the trigger instance an execution causes
+joins the trace its notifier just made without reading it back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any, Iterable, Mapping
 
-from st2common.exceptions import ConflictError
+from bson import ObjectId
+
+from st2common.exceptions import ConflictError, ValidationError
 from st2common.models.db.trace import (
     COMPONENT_EXECUTION, COMPONENT_RULE, COMPONENT_TRIGGER_INSTANCE, TraceComponentDB, TraceDB,
 )
 from st2common.persistence.access import Access, to_object_id
+from st2common.persistence.cache import RecordCache
 
 LOG = logging.getLogger(__name__)
 
@@ -33,6 +44,11 @@ TRIGGER_INSTANCE_TAG = "trigger_instance-{id}"
 EXECUTION_TAG = "execution-{id}"
 
 TraceContext = Mapping[str, Any] | str | None
+
+# Traces created here, by id, for as long as what they start is likely still being recorded. Only the
+# garbage collection deletes traces, and only old ones.
+RECENT_TTL = 60.0
+RECENT = RecordCache("traces", (), RECENT_TTL)
 
 
 def trace_context(trace: TraceDB) -> dict[str, str]:
@@ -55,7 +71,7 @@ def get(context: TraceContext) -> TraceDB | None:
     trace_id, tag = _context_parts(context)
     access = Access(TraceDB)
     if trace_id and to_object_id(trace_id) is not None:
-        found = access.get(id=to_object_id(trace_id))
+        found = RECENT.peek(trace_id) or access.get(id=to_object_id(trace_id))
         if found is not None:
             return found
     if tag:
@@ -68,8 +84,72 @@ def create(trace_tag: str) -> TraceDB:
     """A new trace with this tag."""
     trace = TraceDB(trace_tag=trace_tag)
     Access(TraceDB).add_or_update(trace, publish=False)
+    RECENT.put(str(trace.pk), trace)
     LOG.debug("trace %s created with tag %s", trace.pk, trace_tag)
     return trace
+
+
+def derived_id(object_id: Any, kind: str) -> ObjectId:
+    """An id derived from another record's id and a kind: the same every time, and in the same second."""
+    oid = to_object_id(object_id)
+    if oid is None:
+        raise ValidationError(f"{object_id!r} is not an ObjectId", field="id")
+    digest = hashlib.sha1(f"{oid}:{kind}".encode()).digest()[:8]
+    return ObjectId(oid.binary[:4] + digest)
+
+
+def start_for_execution(execution_id: Any) -> TraceDB:
+    """The trace an execution with none starts (tagged ``execution-<id>``), stored once however often asked."""
+    oid = derived_id(execution_id, "trace")
+    known = RECENT.peek(str(oid))
+    if known is not None:
+        return known
+    trace = TraceDB(id=oid, trace_tag=EXECUTION_TAG.format(id=execution_id))
+    access = Access(TraceDB)
+    try:
+        # A true insert: a save with an id would replace the trace a first delivery stored.
+        access.insert_many([trace], reload=False)
+        LOG.debug("trace %s created for execution %s", oid, execution_id)
+    except ConflictError:
+        trace = access.get(id=oid) or trace
+    RECENT.put(str(oid), trace)
+    return trace
+
+
+def start_for_executions(execution_ids: list[Any]) -> list[TraceDB]:
+    """start_for_execution of several executions (in their order), the traces not known here in one insert."""
+    traces, new = [], []
+    for execution_id in execution_ids:
+        oid = derived_id(execution_id, "trace")
+        trace = RECENT.peek(str(oid))
+        if trace is None:
+            trace = TraceDB(id=oid, trace_tag=EXECUTION_TAG.format(id=execution_id))
+            new.append(trace)
+        traces.append(trace)
+    if new:
+        try:
+            Access(TraceDB).insert_many(new, reload=False)
+        except ConflictError:
+            # Some were stored by an earlier delivery: one by one, each an insert or a lookup.
+            return [start_for_execution(execution_id) for execution_id in execution_ids]
+        for trace in new:
+            RECENT.put(str(trace.pk), trace)
+    return traces
+
+
+def get_many(trace_ids: Iterable[str]) -> dict[str, TraceDB]:
+    """The stored traces among trace_ids, by id (those created here from memory, the rest in one query)."""
+    found: dict[str, TraceDB] = {}
+    missing = []
+    for trace_id in set(trace_ids):
+        trace = RECENT.peek(trace_id)
+        if trace is not None:
+            found[trace_id] = trace
+        elif to_object_id(trace_id) is not None:
+            missing.append(to_object_id(trace_id))
+    if missing:
+        found.update({str(trace.pk): trace for trace in Access(TraceDB).query(raw={"_id": {"$in": missing}})})
+    return found
 
 
 def get_or_create(trace_tag: str) -> TraceDB:
@@ -123,18 +203,36 @@ def add_links(trace: TraceDB, links: Iterable[tuple[str, Any, str | None, tuple[
                              caused_by_type=cause[0] if cause else None, caused_by_id=cause[1] if cause else None)
             for kind, object_id, ref, cause in links]
     try:
-        return len(Access(TraceComponentDB).insert_many(docs))
+        return len(Access(TraceComponentDB).insert_many(docs, reload=False))
     except ConflictError:
         # A repeat of earlier work: store the missing ones one by one.
         return sum(1 for kind, object_id, ref, cause in links
                    if _link(trace, kind, object_id, ref, cause) is not None)
 
 
+def add_links_of(traces_links: list[tuple[TraceDB, list[tuple[str, Any, str | None, tuple[str, str] | None]]]]) -> None:
+    """Store the links of several traces in one insert (those stored before: one by one, skipping repeats)."""
+    docs = [TraceComponentDB(trace_id=str(trace.pk), component_type=kind, object_id=str(object_id), ref=ref,
+                             caused_by_type=cause[0] if cause else None, caused_by_id=cause[1] if cause else None)
+            for trace, links in traces_links for kind, object_id, ref, cause in links]
+    try:
+        Access(TraceComponentDB).insert_many(docs, reload=False)
+    except ConflictError:
+        for trace, links in traces_links:
+            add_links(trace, links)
+
+
+def trigger_instance_link(instance_id: Any, trigger_ref: str,
+                          caused_by_execution: str | None = None) -> tuple[str, str, str, tuple[str, str] | None]:
+    """The link of a trigger instance; an action or notify trigger's instance is caused by its execution."""
+    cause = (COMPONENT_EXECUTION, str(caused_by_execution)) if caused_by_execution else None
+    return COMPONENT_TRIGGER_INSTANCE, str(instance_id), trigger_ref, cause
+
+
 def add_trigger_instance(trace: TraceDB, instance_id: Any, trigger_ref: str,
                          caused_by_execution: str | None = None) -> TraceComponentDB | None:
     """Link a trigger instance; an action or notify trigger's instance is caused by its execution."""
-    cause = (COMPONENT_EXECUTION, str(caused_by_execution)) if caused_by_execution else None
-    return _link(trace, COMPONENT_TRIGGER_INSTANCE, instance_id, trigger_ref, cause)
+    return _link(trace, *trigger_instance_link(instance_id, trigger_ref, caused_by_execution))
 
 
 def rule_link(rule_id: Any, rule_ref: str, instance_id: Any) -> tuple[str, str, str, tuple[str, str]]:

@@ -7,14 +7,19 @@ change, control it (pause, resume, cancel, re-run) and recover what a crash left
   conductor's state, then ``request_children`` (a task execution per task attempt,
   a child execution per task or item, through executions.request) and the
   workflow's execution brought in line (its status, and {output, errors} at the end).
+- pause, resume (in the API; cancel is executions.cancel): the workflow's execution
+  moves to pausing or resuming; the engine reads that update and the workflow
+  follows (control), passing it on to child workflows (down) and, for a resumed
+  subworkflow, to the paused workflow above it (up).
 
-The conductor (st2workflowengine.orquesta) is pure: every change loads the
-workflow execution, rebuilds the conductor from it, applies the change, asks
-for the next tasks and writes the new state back only if ``revision`` is
-still the one it read; on a conflict it starts over from a fresh read. So
-any number of engine copies can handle the children of one workflow at once,
-and a redelivered child update is a no-op (the conductor ignores a status a
-task already has, and events of an earlier attempt).
+The conductor (st2workflowengine.orquesta) is pure: every change applies to
+the conductor a workflow execution stores, asks it for the next tasks and
+writes the new state back only if ``revision`` is still the one it started
+from (st2common.services.workflow_records, which also keeps the conductor in
+memory between changes). So any number of engine copies can handle the
+children of one workflow at once, and a redelivered child update is a no-op
+(the conductor ignores a status a task already has, and events of an earlier
+attempt).
 
 Children are requested after the state that asks for them is stored, and the
 same write lists them in ``pending``; the engine's sweep (st2workflowengine.handler)
@@ -25,85 +30,69 @@ and runs nothing twice.
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import eventlet
 from bson import ObjectId
 
 from st2common import statuses
-from st2common.exceptions import (NotFoundError, ParameterError, StackStormBaseException, StaleRecordError,
-                                  TransitionError, ValidationError)
+from st2common.exceptions import (NotFoundError, ParameterError, StaleRecordError, TransitionError,
+                                  ValidationError)
 from st2common.models.api.base import isotime
 from st2common.models.db.action import ActionDB
-from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.runner import RunnerTypeDB
 from st2common.models.db.workflow import TaskExecutionDB, WorkflowExecutionDB
 from st2common.persistence.access import Access
+from st2common.persistence.cache import RecordCache
 from st2common.runners import registry
 from st2common.services import executions
-from st2common.services.keyvalues import Datastore
+# plain, kv_lookup, conductor_of and still_requested are used through this module too.
+from st2common.services.workflow_records import (CAS_ATTEMPTS, Outcome, WorkflowRecords, conductor_of,  # noqa: F401
+                                                 kv_lookup, plain, state_fields, still_requested)
 from st2common.transport.publisher import Publisher
-from st2workflowengine.orquesta import (NextTask, TaskEvent, WorkflowConductor, WorkflowSpec,
-                                       inspection, parse)
+from st2workflowengine.orquesta import NextTask, TaskEvent, WorkflowConductor, WorkflowSpec, inspection
 
 LOG = logging.getLogger(__name__)
 
 WORKFLOW_EXCHANGE = "workflow.status"
 ORQUESTA = "orquesta"
-_CAS_ATTEMPTS = 100
-_TASK_CACHE_SIZE = 10000
 # Child statuses the conductor acts on; "running" only when it resumes a paused or pending child.
 CHILD_STATUSES = statuses.COMPLETED | {statuses.PENDING, statuses.PAUSED}
-_WAITING = (statuses.PENDING, statuses.PAUSED)
 _NOT_STARTED = (statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED)
+_UNSTARTED_KEPT = 10000
+# Merged parameter schemas of the actions workflows name, by ref (None: no such action); read-only.
+ACTION_SCHEMAS = RecordCache("workflow action schemas", (ActionDB, RunnerTypeDB), executions.LOOKUP_TTL,
+                             executions.LOOKUP_WATCHED_TTL)
 # Status of a workflow's action execution -> the status the workflow is asked to take.
 _CONTROL = {statuses.PAUSING: statuses.PAUSING, statuses.RESUMING: statuses.RESUMING,
             statuses.CANCELING: statuses.CANCELING, statuses.CANCELED: statuses.CANCELING}
 
 
-def plain(value: Any) -> Any:
-    """A stored value as plain JSON data the conductor may change freely."""
-    return json.loads(json.dumps(value)) if value is not None else None
+def _action_schema(ref: str) -> dict[str, Any] | None:
+    action = Access(ActionDB).get(ref=ref)
+    if action is None:
+        return None
+    runner = Access(RunnerTypeDB).get(name=executions.runner_name(action))
+    try:
+        return registry.merge_parameters(runner.runner_parameters if runner else {}, action.parameters, ref)
+    except ParameterError:
+        return dict(action.parameters or {})
 
 
 def action_lookup() -> Callable[[str], dict[str, Any] | None]:
-    """inspection's action_lookup: ref -> the action's parameters merged with its runner's, or None."""
-    cache: dict[str, dict[str, Any] | None] = {}
+    """inspection's action_lookup: ref -> the action's parameters merged with its runner's, or None.
 
-    def lookup(ref: str) -> dict[str, Any] | None:
-        if ref not in cache:
-            action = Access(ActionDB).get(ref=ref)
-            if action is None:
-                cache[ref] = None
-            else:
-                runner = Access(RunnerTypeDB).get(name=executions.runner_name(action))
-                try:
-                    cache[ref] = registry.merge_parameters(runner.runner_parameters if runner else {},
-                                                           action.parameters, ref)
-                except ParameterError:
-                    cache[ref] = dict(action.parameters or {})
-        return cache[ref]
-    return lookup
+    Kept in ACTION_SCHEMAS (as the actions requests name are kept in executions.LOOKUPS), so
+    a workflow started again and again does not read its tasks' actions every time.
+    """
+    return lambda ref: ACTION_SCHEMAS.get(ref, lambda: _action_schema(ref))
 
 
 def inspect(definition: str | dict[str, Any]) -> list[dict[str, Any]]:
     """Every problem of a definition as StackStorm's inspect endpoint lists them ([] when fine)."""
     return inspection.flatten(inspection.inspect(definition, action_lookup()))
-
-
-def kv_lookup(settings) -> Callable[[str, str, str | None, bool], Any]:
-    """st2kv's datastore reader for expressions (NotFoundError for a missing key)."""
-    store = Datastore(settings)
-
-    def lookup(name: str, scope: str, user: str | None, decrypt: bool) -> Any:
-        return store.get(name, scope, user=user, decrypt=decrypt, requester=user)["value"]
-    return lookup
 
 
 def api_url(settings) -> str:
@@ -163,11 +152,11 @@ def request_rerun(publish: Callable[[str, str, dict], None], execution_id: str, 
         raise NotFoundError("workflow_execution", original_id,
                             f'Unable to find the workflow execution of execution "{original_id}".')
     execution = Access(ExecutionDB).get_by_id(execution_id)
-    for _ in range(_CAS_ATTEMPTS):
+    for _ in range(CAS_ATTEMPTS):
         workflow = workflows.get_by_id(found.pk)
         conductor = conductor_of(workflow)
         conductor.request_rerun(list(tasks or []) or None, list(reset or []))
-        fields = _state_fields(conductor)
+        fields = state_fields(conductor)
         context = plain(workflow.context) or {}
         context.setdefault("st2", {})["action_execution_id"] = execution_id
         fields.update(status=statuses.REQUESTED, action_execution=execution_id, context=context,
@@ -180,91 +169,67 @@ def request_rerun(publish: Callable[[str, str, dict], None], execution_id: str, 
     raise StaleRecordError(f"workflow execution {found.pk} kept changing while being re-run")
 
 
-# -- the conductor in and out of the record ----------------------------------------------------
+# -- pause and resume (in the API) ----------------------------------------------------------
 
-def conductor_of(workflow: WorkflowExecutionDB, kv: Callable[..., Any] | None = None) -> WorkflowConductor:
-    """The conductor a workflow execution stores (kv is the st2kv reader)."""
-    return WorkflowConductor(parse(plain(workflow.spec)), plain(workflow.input), plain(workflow.context),
-                             state=plain(workflow.state) or None, errors=plain(workflow.errors),
-                             output=plain(workflow.output), kv_lookup=kv)
-
-
-def _state_fields(conductor: WorkflowConductor) -> dict[str, Any]:
-    status = conductor.get_workflow_status()
-    fields = {"state": conductor.state.to_dict(), "status": status, "errors": conductor.errors or None,
-              "output": conductor.get_workflow_output(), "input": conductor.input, "updated_at": utcnow()}
-    if status in statuses.COMPLETED:
-        fields.update(end_timestamp=fields["updated_at"], pending=None)
-    return fields
+def _workflow_execution(access: Access[ExecutionDB], execution_id: str, verb: str) -> ExecutionDB:
+    """The execution to pause or resume; ValidationError (StackStorm's words) unless it runs a workflow."""
+    execution = access.get_by_id(execution_id)
+    runner = (execution.runner or {}).get("name") or (execution.action or {}).get("runner_type") or ""
+    if registry.ALIASES.get(runner, runner) not in registry.WORKFLOW_RUNNERS:
+        raise ValidationError(f'Unable to {verb} liveaction "{execution.pk}" because it is not supported by '
+                              f'the "{runner}" runner.', field="status")
+    return execution
 
 
-def _descriptor(task: NextTask, action) -> dict[str, Any]:
-    return {"task_id": task.task_id, "route": task.route, "seq": task.seq, "attempt": task.attempt,
-            "action": action.action, "input": action.input, "item_id": action.item_id,
-            "delay": task.delay, "items_count": task.items_count, "concurrency": task.concurrency}
+def pause(publisher: Publisher, execution_id: str, user: str | None = None) -> ExecutionDB:
+    """Ask a running workflow execution to pause: ``pausing`` now, ``paused`` once its running tasks end.
+
+    The workflow engine follows the execution's status (no work message: the
+    engine reads every execution update). Already pausing or paused: unchanged.
+    """
+    access = executions.access(publisher)
+    for _ in range(CAS_ATTEMPTS):
+        execution = _workflow_execution(access, execution_id, "pause")
+        if execution.status in (statuses.PAUSING, statuses.PAUSED):
+            return execution
+        if execution.status != statuses.RUNNING:
+            raise ValidationError(f'Unable to pause liveaction "{execution.pk}" because it is not in a running '
+                                  f'state.', field="status")
+        try:
+            updated = executions.update_status(access, execution, statuses.PAUSING, publish_work=False)
+        except StaleRecordError:
+            continue
+        LOG.info("execution %s: pause requested by %s", execution.pk, user or executions.SYSTEM_USER)
+        return updated
+    raise StaleRecordError(f"execution {execution_id} kept changing while being paused")
 
 
-def still_requested(conductor: WorkflowConductor, pending: dict[str, Any]) -> bool:
-    """True while the conductor still waits for a pending child to be requested or to start."""
-    sequence = conductor.state.sequence
-    if not 0 <= pending["seq"] < len(sequence):
-        return False
-    entry = sequence[pending["seq"]]
-    if entry["attempt"] != pending["attempt"]:
-        return False
-    if pending["item_id"] is None:
-        return entry["status"] in _NOT_STARTED
-    items = entry.get("items") or []
-    item = items[pending["item_id"]] if pending["item_id"] < len(items) else None
-    return bool(item) and item["status"] in _NOT_STARTED
+def resume(publisher: Publisher, execution_id: str, user: str | None = None) -> ExecutionDB:
+    """Ask a paused workflow execution to resume (``resuming``); running or resuming already: unchanged."""
+    access = executions.access(publisher)
+    for _ in range(CAS_ATTEMPTS):
+        execution = _workflow_execution(access, execution_id, "resume")
+        if execution.status in (statuses.RUNNING, statuses.RESUMING):
+            return execution
+        if execution.status != statuses.PAUSED:
+            raise ValidationError(f'Unable to resume liveaction "{execution.pk}" because it is in '
+                                  f'"{execution.status}" state and not in "paused" state.', field="status")
+        try:
+            updated = executions.update_status(access, execution, statuses.RESUMING, publish_work=False)
+        except StaleRecordError:
+            continue
+        LOG.info("execution %s: resume requested by %s", execution.pk, user or executions.SYSTEM_USER)
+        return updated
+    raise StaleRecordError(f"execution {execution_id} kept changing while being resumed")
 
 
-@dataclass
-class Outcome:
-    """What one stored change of a workflow execution led to."""
-
-    workflow: WorkflowExecutionDB
-    conductor: WorkflowConductor
-    old_status: str
-    next_tasks: list[NextTask] = field(default_factory=list)
-
-
-class WorkflowService:
+class WorkflowService(WorkflowRecords):
     """The engine's side: runs workflows forward as their children change."""
 
     def __init__(self, settings, publisher: Publisher) -> None:
-        self.settings = settings
-        self.publisher = publisher
-        self.workflows: Access[WorkflowExecutionDB] = Access(WorkflowExecutionDB, publisher)
-        self.tasks: Access[TaskExecutionDB] = Access(TaskExecutionDB)
-        self.executions: Access[ExecutionDB] = executions.access(publisher)
-        self.kv = kv_lookup(settings)
-        # Task executions this process stored or read: the fields events need never change, so
-        # a child's completion finds its task without a read.
-        self._task_cache: OrderedDict[str, TaskExecutionDB] = OrderedDict()
-
-    # -- the one way state changes ------------------------------------------------------------
-
-    def mutate(self, workflow_id: Any, change: Callable[[WorkflowExecutionDB, WorkflowConductor], bool]
-               ) -> Outcome | None:
-        """Apply change (True when it changed something) under a compare-and-set; None if nothing changed."""
-        for attempt in range(_CAS_ATTEMPTS):
-            workflow = self.workflows.get_by_id(workflow_id)
-            conductor = conductor_of(workflow, self.kv)
-            old_status = workflow.status
-            if not change(workflow, conductor):
-                return None
-            next_tasks = conductor.get_next_tasks()
-            fields = _state_fields(conductor)
-            if fields["status"] not in statuses.COMPLETED:
-                carried = [p for p in (plain(workflow.pending) or []) if still_requested(conductor, p)]
-                fields["pending"] = carried + [_descriptor(t, a) for t in next_tasks for a in t.actions] or None
-            updated = self.workflows.update_if(workflow.pk, {"revision": workflow.revision}, fields, publish=False)
-            if updated is not None:
-                return Outcome(updated, conductor, old_status, next_tasks)
-            # Another engine copy wrote first: start over from what it stored.
-            eventlet.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
-        raise StaleRecordError(f"workflow execution {workflow_id} kept changing under this engine")
+        super().__init__(settings, publisher)
+        # Plain (not workflow) children this process requested whose first "running" is not seen yet.
+        self._unstarted: OrderedDict[str, None] = OrderedDict()
 
     def advance(self, outcome: Outcome | None) -> None:
         """Act on a stored change: request the next children, then show the new status on the execution."""
@@ -272,6 +237,23 @@ class WorkflowService:
             failures = self.request_children(outcome.workflow, outcome.next_tasks)
             self._sync_execution(outcome)
             outcome = self.fail_requests(outcome.workflow.pk, failures) if failures else None
+
+    def settle(self, outcome: Outcome | None, seen: list[tuple[TaskExecutionDB, ExecutionDB]]) -> None:
+        """Advance after children's events, and bring their task executions in line.
+
+        The next children first, as the task records are history; but when the
+        workflow has ended, the records first, so it never shows its end before
+        its tasks show theirs.
+        """
+        if outcome is None:
+            return
+        ended = outcome.conductor.get_workflow_status() in statuses.COMPLETED
+        if not ended:
+            self.advance(outcome)
+        for task, child in seen:
+            self.record_task(outcome.conductor, task, child)
+        if ended:
+            self.advance(outcome)
 
     # -- engine entry points -----------------------------------------------------------------
 
@@ -301,11 +283,9 @@ class WorkflowService:
             LOG.warning("execution %s names no known task execution", child.pk)
             return
         event = self.event(child, task)
-        outcome = self.mutate(task.workflow_execution, lambda _w, conductor: self.apply(conductor, [event]))
-        # The next children first: the task record is history, not on the critical path.
-        self.advance(outcome)
-        if outcome is not None:
-            self.record_task(outcome.conductor, task, child)
+        outcome = self.mutate(task.workflow_execution, lambda _w, conductor: self.apply(conductor, [event]),
+                              monotonic=True)
+        self.settle(outcome, [(task, child)])
 
     def control(self, execution: ExecutionDB) -> None:
         """The workflow's own execution was asked to pause, resume or cancel: the workflow follows."""
@@ -365,25 +345,6 @@ class WorkflowService:
         return TaskEvent(task.task_id, task.task_route, status, child.result if done else None, item_id=item_id,
                          meta=meta, seq=task.seq, attempt=task.attempt)
 
-    def record_task(self, conductor: WorkflowConductor, task: TaskExecutionDB, child: ExecutionDB) -> None:
-        """Bring the task execution's status and result in line with the conductor's entry."""
-        sequence = conductor.state.sequence
-        entry = sequence[task.seq] if task.seq < len(sequence) else None
-        if entry is None:
-            return
-        if entry["attempt"] != task.attempt:
-            # That attempt is over (the task is being retried): it ended as its child did.
-            status, result = child.status, child.result
-        else:
-            status, result = entry["status"], entry.get("result")
-        if status == task.status or status not in statuses.COMPLETED | set(_WAITING):
-            return
-        changes: dict[str, Any] = {"status": status}
-        if status in statuses.COMPLETED:
-            changes.update(result=result, end_timestamp=child.end_timestamp or utcnow())
-        self.tasks.update_if(task.pk, {}, changes, publish=False)
-        task.status = status
-
     # -- children ------------------------------------------------------------------------------
 
     def request_children(self, workflow: WorkflowExecutionDB, next_tasks: list[NextTask],
@@ -395,7 +356,7 @@ class WorkflowService:
         """
         failures = []
         for task in next_tasks:
-            record = self._task_execution(workflow, task)
+            record = self.task_execution(workflow, task)
             for action in task.actions:
                 if only_missing is not None and (str(record.pk), action.item_id) in only_missing:
                     continue
@@ -406,41 +367,6 @@ class WorkflowService:
                     failures.append((task, exc))
                     break
         return failures
-
-    def _task_execution(self, workflow: WorkflowExecutionDB, task: NextTask) -> TaskExecutionDB:
-        key = TaskExecutionDB.make_key(str(workflow.pk), task.seq, task.attempt)
-        if task.items_count is not None:
-            # Later items of a with-items task find their record stored already.
-            existing = self.tasks.get(key=key)
-            if existing is not None:
-                return existing
-        spec_tasks = (workflow.spec or {}).get("tasks") or {}
-        record = TaskExecutionDB(
-            key=key, workflow_execution=str(workflow.pk), task_name=task.task_id, task_id=task.task_id,
-            task_route=task.route, seq=task.seq, attempt=task.attempt, task_spec=spec_tasks.get(task.task_id) or {},
-            delay=task.delay, itemized=task.items_count is not None, items_count=task.items_count,
-            items_concurrency=task.concurrency, context=task.context, status=statuses.REQUESTED)
-        try:
-            return self._remember(self.tasks.add_or_update(record, publish=False))
-        except StackStormBaseException as exc:
-            found = self.tasks.get(key=key)
-            if found is None:
-                raise
-            LOG.debug("task execution %s already stored: %s", key, exc)
-            return found
-
-    def task(self, task_id: Any) -> TaskExecutionDB:
-        """A task execution by id (from this process's cache when it has it)."""
-        task = self._task_cache.get(str(task_id))
-        if task is None:
-            task = self._remember(self.tasks.get_by_id(task_id))
-        return task
-
-    def _remember(self, task: TaskExecutionDB) -> TaskExecutionDB:
-        self._task_cache[str(task.pk)] = task
-        while len(self._task_cache) > _TASK_CACHE_SIZE:
-            self._task_cache.popitem(last=False)
-        return task
 
     def _request_child(self, workflow: WorkflowExecutionDB, task: NextTask, record: TaskExecutionDB,
                        action) -> ExecutionDB:
@@ -459,10 +385,24 @@ class WorkflowService:
         notify = workflow.notify or {}
         trace_tag = (own.get("trace_context") or {}).get("trace_tag")
         delay = int(round(task.delay * 1000)) if task.delay else None
-        return executions.request(
+        child = executions.request(
             self.publisher, action.action, dict(action.input or {}), context=child_context, delay=delay,
             parent=workflow.action_execution, user=st2.get("user"), trace_tag=trace_tag,
             notify=dict(notify.get("config") or {}) if task.task_id in (notify.get("tasks") or []) else None)
+        runner = (child.runner or {}).get("name")
+        if registry.ALIASES.get(runner, runner) not in registry.WORKFLOW_RUNNERS:
+            self._unstarted[str(child.pk)] = None
+            while len(self._unstarted) > _UNSTARTED_KEPT:
+                self._unstarted.popitem(last=False)
+        return child
+
+    def first_run(self, execution_id: Any) -> bool:
+        """True (once) for the first ``running`` of a plain child this process requested.
+
+        Nothing acts on that update: only a workflow's or a chain's own start, or a
+        child resuming from paused or pending, needs a running child read.
+        """
+        return self._unstarted.pop(str(execution_id), False) is None
 
     def fail_requests(self, workflow_id: Any, failures: list[tuple[NextTask, Exception]]) -> Outcome | None:
         """Children that could not be requested fail their task, and the workflow with them."""
@@ -486,9 +426,10 @@ class WorkflowService:
                         is_workflow or child.status in _NOT_STARTED):
                     executions.cancel(self.publisher, str(child.pk))
                 elif wanted == statuses.PAUSING and is_workflow and child.status == statuses.RUNNING:
-                    executions.update_status(self.executions, child, statuses.PAUSING)
-                elif wanted == statuses.RESUMING and is_workflow and child.status == statuses.PAUSED:
-                    executions.update_status(self.executions, child, statuses.RESUMING)
+                    executions.update_status(self.executions, child, statuses.PAUSING, publish_work=False)
+                elif wanted == statuses.RESUMING and is_workflow and child.status in (statuses.PAUSING,
+                                                                                        statuses.PAUSED):
+                    executions.update_status(self.executions, child, statuses.RESUMING, publish_work=False)
             except (StaleRecordError, TransitionError) as exc:
                 LOG.info("child %s of %s not moved to %s: %s", child.pk, execution.pk, wanted, exc)
 
@@ -501,7 +442,7 @@ class WorkflowService:
             return
         target = statuses.RUNNING if status == statuses.RESUMING else status
         changes = {"result": outcome.conductor.result()} if status in statuses.COMPLETED else {}
-        for _ in range(_CAS_ATTEMPTS):
+        for _ in range(CAS_ATTEMPTS):
             try:
                 execution = self.executions.get_by_id(outcome.workflow.action_execution)
             except NotFoundError:
@@ -531,6 +472,6 @@ class WorkflowService:
         try:
             parent = self.executions.get_by_id(parent_id)
             if parent.status == statuses.PAUSED:
-                executions.update_status(self.executions, parent, statuses.RESUMING)
+                executions.update_status(self.executions, parent, statuses.RESUMING, publish_work=False)
         except (NotFoundError, StaleRecordError, TransitionError) as exc:
             LOG.debug("parent %s not resumed: %s", parent_id, exc)

@@ -15,9 +15,11 @@ it as text; only attribute and item access in templates (``.x``, ``["x"]``)
 address nested names, because the environment routes those to the lookup.
 
 Callers that can name the datastore put ``st2kv_context(datastore, user)`` into
-the render context. Without it, ``st2kv`` still resolves, for the user in
-``action_context``, reading through a datastore that has no settings: lookups
-work, ``decrypt_kv`` reports that no key is available.
+the render context; ``revealed(context)`` then lists the clear text of every
+secret decrypted through it, so the caller can keep it out of what it records.
+Without it, ``st2kv`` still resolves, for the user in ``action_context``,
+reading through a datastore that has no settings: lookups work, ``decrypt_kv``
+reports that no key is available.
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ _SHORT = {FULL_SYSTEM_SCOPE: "system", FULL_USER_SCOPE: "user"}
 class ScopeLookup:
     """``st2kv.system`` or ``st2kv.user``: items of one scope (and user), read on first use."""
 
-    def __init__(self, datastore, scope: str, user: str | None, cache: dict[tuple[str, str], str | None]):
+    def __init__(self, datastore, scope: str, user: str | None, cache: dict[tuple[str, str], str | None],
+                 revealed: list[str] | None = None):
         self._datastore = datastore
         self._scope = scope
         self._user = user
         self._cache = cache
+        self._revealed = revealed if revealed is not None else []
 
     def child(self, name: str) -> "KeyValueLookup":
         """The item called name (a lookup whose text is its value, "" when missing)."""
@@ -61,8 +65,10 @@ class ScopeLookup:
         return KeyValueLookup("" if value is None else value, self, name, value is not None)
 
     def decrypt(self, ciphertext: str, name: str) -> str:
-        """Decrypt a value with this render's datastore."""
-        return self._datastore.decrypt(ciphertext, name)
+        """Decrypt a value with this render's datastore; the clear text is remembered as revealed."""
+        clear = self._datastore.decrypt(ciphertext, name)
+        self._revealed.append(clear)
+        return clear
 
     def reference(self, name: str) -> str:
         """How templates spell the item: st2kv.system.<name>."""
@@ -117,10 +123,18 @@ class KeyValueLookup(str):
 def st2kv_context(datastore, user: str | None) -> dict[str, Any]:
     """The render context entry for st2kv: lookups through datastore, user scope for user."""
     cache: dict[tuple[str, str], str | None] = {}
+    revealed: list[str] = []
     return {ROOT_NAME: {
-        "system": ScopeLookup(datastore, FULL_SYSTEM_SCOPE, None, cache),
-        "user": ScopeLookup(datastore, FULL_USER_SCOPE, user, cache),
+        "system": ScopeLookup(datastore, FULL_SYSTEM_SCOPE, None, cache, revealed),
+        "user": ScopeLookup(datastore, FULL_USER_SCOPE, user, cache, revealed),
     }}
+
+
+def revealed(context: Mapping[str, Any]) -> list[str]:
+    """The clear text of each secret decrypted so far through context's st2kv (the live list; [] without one)."""
+    root = context.get(ROOT_NAME)
+    scope = root.get("system") if isinstance(root, Mapping) else None
+    return scope._revealed if isinstance(scope, ScopeLookup) else []
 
 
 def _context_user(variables: Mapping[str, Any]) -> str | None:

@@ -121,7 +121,9 @@ class WorkflowConductor:
             return
         if status == statuses.SUCCEEDED:
             raise TransitionError("workflow_execution", "workflow", old, status)
-        statuses.check_transition("workflow_execution", "workflow", old, status)
+        # A paused workflow has nothing running to wait for: canceling it is canceling it at once.
+        checked = statuses.CANCELED if (old, status) == (statuses.PAUSED, statuses.CANCELING) else status
+        statuses.check_transition("workflow_execution", "workflow", old, checked)
         if status == statuses.RUNNING and old in (statuses.UNSET,) + _NOT_STARTED:
             self._start()
         elif status in _NOT_STARTED:
@@ -129,6 +131,7 @@ class WorkflowConductor:
         elif status in (statuses.RUNNING, statuses.RESUMING):
             LOG.info("workflow resumed from %s", old)
             self.state.status = statuses.RUNNING
+            self._resume_paused()
         elif status in (statuses.PAUSING, statuses.PAUSED):
             self.state.status = statuses.PAUSING
         elif status in (statuses.CANCELING, statuses.CANCELED):
@@ -139,6 +142,15 @@ class WorkflowConductor:
             self.fail_fast()
         self._settle_items()
         self._refresh()
+
+    def _resume_paused(self) -> None:
+        """Paused tasks (and items) resume with the workflow: the service resumes their paused subworkflows."""
+        for entry in self.state.sequence:
+            if entry["status"] == statuses.PAUSED:
+                entry["status"] = statuses.RESUMING
+            for i, item in enumerate(entry.get("items") or []):
+                if item and item["status"] == statuses.PAUSED:
+                    entry["items"][i] = {**item, "status": statuses.RESUMING}
 
     def _start(self) -> None:
         runtime = Runtime(kv_lookup=self.kv_lookup)

@@ -15,6 +15,9 @@ Every entry has ``type`` (its category), ``message``, ``spec_path`` and
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import re
 from typing import Any, Callable, Iterator
 
@@ -37,6 +40,8 @@ TASK_SCHEMA = "properties.tasks.patternProperties.^\\w+$"
 # Variables every workflow has before its input: StackStorm's runtime context.
 RUNTIME_VARIABLES = frozenset({"st2", "parent"})
 _REF = re.compile(r"^[^.\s]+\.[^\s]+$")
+# Distinct definitions whose database-free inspection is kept.
+_CACHE_SIZE = 256
 
 # action_lookup(ref) -> the action's parameter schemas (runner's merged in), or None if not registered.
 ActionLookup = Callable[[str], "dict[str, dict[str, Any]] | None"]
@@ -221,21 +226,46 @@ def content_errors(spec: WorkflowSpec, action_lookup: ActionLookup) -> list[dict
 def inspect(definition: str | dict[str, Any], action_lookup: ActionLookup | None = None,
             app_context: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Every problem of a definition, by category; an empty dict when there are none."""
+    return _inspect(definition, action_lookup, app_context)[1]
+
+
+def _inspect(definition: str | dict[str, Any], action_lookup: ActionLookup | None,
+             app_context: dict[str, Any] | None) -> tuple[WorkflowSpec | None, dict[str, list[dict[str, Any]]]]:
+    """The spec (None when it does not parse) and every problem, by category."""
+    text = definition if isinstance(definition, str) else json.dumps(definition, sort_keys=True, default=str)
+    context = json.dumps(app_context, sort_keys=True, default=str) if app_context else None
+    spec, found = _inspect_definition(text, isinstance(definition, str), context)
+    found = copy.deepcopy(found)
+    if spec is not None and action_lookup:
+        content = content_errors(spec, action_lookup)
+        if content:
+            found["content"] = content
+    return spec, found
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _inspect_definition(text: str, is_yaml: bool, app_context: str | None
+                        ) -> tuple[WorkflowSpec | None, dict[str, list[dict[str, Any]]]]:
+    """What inspection finds without the database (all but content), once per distinct definition.
+
+    A workflow action runs its definition again and again: YAML, the schema, and
+    every expression are parsed and checked once. Callers must not change what
+    it returns (inspect() copies the errors).
+    """
     try:
-        raw = load(definition)
+        raw = load(text if is_yaml else json.loads(text))
     except WorkflowInspectionError as exc:
-        return exc.errors
+        return None, exc.errors
     syntax = syntax_errors(raw)
     if syntax:
-        return {"syntax": syntax}
+        return None, {"syntax": syntax}
     spec = parse(raw)
     found = {
         "semantics": semantics(spec, raw),
         "expression": expression_errors(spec),
-        "context": context_errors(spec, app_context),
-        "content": content_errors(spec, action_lookup) if action_lookup else [],
+        "context": context_errors(spec, json.loads(app_context) if app_context else None),
     }
-    return {category: errors for category, errors in found.items() if errors}
+    return spec, {category: errors for category, errors in found.items() if errors}
 
 
 def flatten(result: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -248,7 +278,7 @@ def flatten(result: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def check(definition: str | dict[str, Any], action_lookup: ActionLookup | None = None,
           app_context: dict[str, Any] | None = None) -> WorkflowSpec:
     """The parsed spec of a definition that passes inspection; WorkflowInspectionError otherwise."""
-    result = inspect(definition, action_lookup, app_context)
+    spec, result = _inspect(definition, action_lookup, app_context)
     if result:
         raise WorkflowInspectionError(result)
-    return parse(definition)
+    return spec

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import kombu
 import pytest
+import requests
 
 from st2common.supervisor import stop_families
 from st2common.transport.topology import EXCHANGES, WORK_QUEUES
@@ -80,7 +81,9 @@ class Platform:
                  packs: tuple[str, ...] = ()) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.db_port, self.api_port = free_port(), free_port()
+        self.db_port, self.api_port, self.auth_port = free_port(), free_port(), free_port()
+        self.admin_password = f"e2e-{uuid.uuid4().hex[:12]}"
+        self._token: str | None = None
         self.prefix = f"st2e{uuid.uuid4().hex[:10]}"
         self.mark = uuid.uuid4().hex
         for pack in packs:
@@ -99,7 +102,7 @@ prefix = {self.prefix}
 [api]
 port = {self.api_port}
 [auth]
-port = {free_port()}
+port = {self.auth_port}
 [stream]
 port = {free_port()}
 [content]
@@ -112,18 +115,34 @@ system_packs_base_path = {REPO / "contrib" / "packs"}
         """The REST API's base URL (no version suffix)."""
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def auth_url(self) -> str:
+        """The auth endpoint's base URL."""
+        return f"http://127.0.0.1:{self.auth_port}"
+
+    def token(self) -> str:
+        """A token of st2admin (whose password st2ctl set from ST2_ADMIN_PASSWORD), fetched once."""
+        if self._token is None:
+            response = requests.post(f"{self.auth_url}/tokens", json={}, timeout=10,
+                                     auth=("st2admin", self.admin_password))
+            assert response.status_code == 201, response.text
+            self._token = response.json()["token"]
+        return self._token
+
     def auth_env(self) -> dict[str, str]:
         """Environment variables that give a CLI the platform admin's credentials."""
-        return {}
+        return {"ST2_AUTH_TOKEN": self.token(), "ST2_AUTH_URL": self.auth_url}
 
     def auth_headers(self) -> dict[str, str]:
         """HTTP headers that carry the platform admin's credentials."""
-        return {}
+        return {"X-Auth-Token": self.token()}
 
     def st2ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run st2ctl with this config, in an environment free of ST2_* overrides."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("ST2_")}
         env[MARK_VARIABLE] = self.mark
+        if self.admin_password is not None:
+            env["ST2_ADMIN_PASSWORD"] = self.admin_password
         return subprocess.run([sys.executable, "-m", "st2common.ctl", "--config-file", str(self.conf), *args],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -35,6 +35,19 @@ DONE = ("processed", "processing_failed")
 CLI_TIMEOUT = 60
 PACK = "e2e_events"
 
+# The platform admin's credentials, for the requests and CLI runs of this module.
+HTTP = requests.Session()
+CREDENTIALS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _credentials(events_platform):
+    HTTP.headers.update(events_platform.auth_headers())
+    CREDENTIALS.update(events_platform.auth_env())
+    yield
+    HTTP.headers.pop("X-Auth-Token", None)
+    CREDENTIALS.clear()
+
 
 @pytest.fixture(scope="module")
 def api(events_platform) -> str:
@@ -43,7 +56,7 @@ def api(events_platform) -> str:
 
 
 def get(url: str, **params):
-    response = requests.get(url, params=params, timeout=10)
+    response = HTTP.get(url, params=params, timeout=10)
     assert response.status_code == 200, f"GET {url} {params}: {response.status_code} {response.text}"
     return response.json()
 
@@ -72,7 +85,7 @@ def trace_tagged(api: str, tag: str, has: str = "trigger_instances", timeout: fl
 
 
 def post_hook(api: str, body: dict, tag: str) -> None:
-    response = requests.post(f"{api}/webhooks/e2e_deploy", json=body, headers={"St2-Trace-Tag": tag}, timeout=10)
+    response = HTTP.post(f"{api}/webhooks/e2e_deploy", json=body, headers={"St2-Trace-Tag": tag}, timeout=10)
     assert response.status_code == 202, response.text
 
 
@@ -170,7 +183,7 @@ def test_an_interval_timer_rule_fires_at_least_twice_in_5_seconds(api):
 def test_a_timer_created_through_a_rule_fires_and_stops_once_the_rule_is_deleted(api):
     # Given a rule on a new every-second timer, created through the API while the platform runs
     body = yaml.safe_load((TEST_PACKS / PACK / "live_rules" / "every_second_utc.yaml").read_text())
-    response = requests.post(f"{api}/rules", json=body, timeout=10)
+    response = HTTP.post(f"{api}/rules", json=body, timeout=10)
     assert response.status_code == 201, response.text
     rule = response.json()
     trigger_ref = rule["trigger"]["ref"]
@@ -181,7 +194,7 @@ def test_a_timer_created_through_a_rule_fires_and_stops_once_the_rule_is_deleted
         assert trigger_ref in [t["ref"] for t in get(f"{api}/timers")]
     finally:
         # When the rule is deleted
-        assert requests.delete(f"{api}/rules/{rule['ref']}", timeout=10).status_code == 204
+        assert HTTP.delete(f"{api}/rules/{rule['ref']}", timeout=10).status_code == 204
     # Then its timer is gone and, once the engine has heard of it, fires no more
     assert trigger_ref not in [t["ref"] for t in get(f"{api}/timers")]
     time.sleep(1.0)
@@ -224,7 +237,7 @@ def test_a_pack_sensor_makes_its_rule_run_and_is_respawned_after_a_kill(api):
 def test_an_action_trigger_rule_runs_when_another_execution_fails(api):
     # Given the rule on_failure on core.st2.generic.actiontrigger (status failed, command marked e2e-must-fail)
     # When a marked core.local run fails
-    response = requests.post(f"{api}/executions", timeout=10, json={
+    response = HTTP.post(f"{api}/executions", timeout=10, json={
         "action": "core.local", "parameters": {"cmd": "echo e2e-must-fail; exit 3"}})
     assert response.status_code == 201, response.text
     failed = execution_done(api, response.json()["id"])
@@ -246,7 +259,7 @@ def run_project(args: list[str], base_url: str) -> subprocess.CompletedProcess:
     """The project's `st2 <args>` against the API at base_url, with no user config nor ST2_* leaking in."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ST2_")}
     env.update({"ST2_BASE_URL": base_url, "ST2_API_URL": f"{base_url}/v1", "ST2_CLI_SKIP_CONFIG": "1",
-                "COLUMNS": "200"})
+                "COLUMNS": "200", **CREDENTIALS})
     return subprocess.run([str(PROJECT_ST2), *args], capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env)
 
 
@@ -258,7 +271,7 @@ def st2(request, events_platform):
 
     def run(*args: str):
         if request.param == "official":
-            result = run_official([*args, "-j"], events_platform.api_url, timeout=CLI_TIMEOUT)
+            result = run_official([*args, "-j"], events_platform.api_url, env=CREDENTIALS, timeout=CLI_TIMEOUT)
         else:
             result = run_project([*args, "-j"], events_platform.api_url)
         assert result.returncode == 0, f"st2 {' '.join(args)}: {result.stdout}{result.stderr}"

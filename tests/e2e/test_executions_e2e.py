@@ -37,12 +37,25 @@ TERMINAL = ("succeeded", "failed", "timeout", "canceled", "abandoned")
 ID_LINE = re.compile(r"^(?:\x1b\[\d+m)?id(?:\x1b\[0m)?: ([0-9a-f]{24})$", re.MULTILINE)
 CLI_TIMEOUT = 60
 
+# The platform admin's credentials, for the requests and CLI runs of this module.
+HTTP = requests.Session()
+CREDENTIALS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _credentials(platform):
+    HTTP.headers.update(platform.auth_headers())
+    CREDENTIALS.update(platform.auth_env())
+    yield
+    HTTP.headers.pop("X-Auth-Token", None)
+    CREDENTIALS.clear()
+
 
 def run_project(args: list[str], base_url: str) -> subprocess.CompletedProcess:
     """The project's `st2 <args>` against the API at base_url, with no user config nor ST2_* leaking in."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ST2_")}
     env.update({"ST2_BASE_URL": base_url, "ST2_API_URL": f"{base_url}/v1", "ST2_CLI_SKIP_CONFIG": "1",
-                "COLUMNS": "200"})
+                "COLUMNS": "200", **CREDENTIALS})
     return subprocess.run([str(PROJECT_ST2), *args], capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env)
 
 
@@ -51,7 +64,7 @@ def st2(request, api_url):
     """`st2 <args>` with each CLI in turn: the project's, then the official st2client 3.9.0."""
     if request.param == "official":
         request.getfixturevalue("official_st2")
-        return lambda *args: run_official(list(args), api_url, timeout=CLI_TIMEOUT)
+        return lambda *args: run_official(list(args), api_url, env=CREDENTIALS, timeout=CLI_TIMEOUT)
     return lambda *args: run_project(list(args), api_url)
 
 
@@ -68,13 +81,13 @@ def stamp(text: str) -> float:
 
 
 def get_execution(api_url: str, ident: str) -> dict:
-    response = requests.get(f"{api_url}/v1/executions/{ident}", timeout=10)
+    response = HTTP.get(f"{api_url}/v1/executions/{ident}", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def request_execution(api_url: str, action: str, **parameters) -> str:
-    response = requests.post(f"{api_url}/v1/executions", json={"action": action, "parameters": parameters},
+    response = HTTP.post(f"{api_url}/v1/executions", json={"action": action, "parameters": parameters},
                              timeout=10)
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -198,7 +211,7 @@ def test_official_client_lists_and_gets(official_st2, api_url):
     wait_status(api_url, ident)
 
     # When the official client lists and gets actions, executions, runners and packs
-    shown = {name: run_official(args, api_url) for name, args in {
+    shown = {name: run_official(args, api_url, env=CREDENTIALS) for name, args in {
         "action list": ["action", "list"],
         "action get": ["action", "get", "core.local"],
         "execution list": ["execution", "list", "-n", "5"],
@@ -287,14 +300,14 @@ def test_cancel_ends_canceled_within_2s_and_leaves_no_process(st2, api_url):
     (["core.local"], "cmd"),
 ])
 def test_bad_parameters_are_refused_naming_the_parameter(api_url, args, named):
-    before = requests.get(f"{api_url}/v1/executions", params={"limit": 1}, timeout=10).headers["X-Total-Count"]
+    before = HTTP.get(f"{api_url}/v1/executions", params={"limit": 1}, timeout=10).headers["X-Total-Count"]
 
     result = run_project(["run", *args], api_url)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "ERROR" in result.stdout
     assert f"'{named}'" in result.stdout or f'"{named}"' in result.stdout, result.stdout
-    after = requests.get(f"{api_url}/v1/executions", params={"limit": 1}, timeout=10).headers["X-Total-Count"]
+    after = HTTP.get(f"{api_url}/v1/executions", params={"limit": 1}, timeout=10).headers["X-Total-Count"]
     assert after == before
 
 
@@ -304,7 +317,7 @@ def test_bad_parameters_are_refused_naming_the_parameter(api_url, args, named):
     ("core.local", {"env": {"A": "1"}}, "cmd"),
 ])
 def test_api_refuses_bad_parameters_with_400_naming_them(api_url, action, parameters, named):
-    response = requests.post(f"{api_url}/v1/executions", json={"action": action, "parameters": parameters},
+    response = HTTP.post(f"{api_url}/v1/executions", json={"action": action, "parameters": parameters},
                              timeout=10)
 
     assert response.status_code == 400, response.text
@@ -316,7 +329,7 @@ def test_unknown_action_is_named(st2, api_url):
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "core.does_not_exist" in result.stdout
-    response = requests.post(f"{api_url}/v1/executions", json={"action": "core.does_not_exist"}, timeout=10)
+    response = HTTP.post(f"{api_url}/v1/executions", json={"action": "core.does_not_exist"}, timeout=10)
     assert response.status_code == 404
     assert "core.does_not_exist" in response.json()["faultstring"]
 

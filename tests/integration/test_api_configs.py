@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from eventlet import wsgi
 from test_api_support import DEFAULT_SECRET, SECRET, GuardedApp, write
 
-from st2api.app import setup_app
+from testsupport import api_app
 from st2client.cli import cli
 from st2common.content import register
 from st2common.models.db.pack import ConfigDB
@@ -66,7 +66,7 @@ def publisher(settings, db):
 
 @pytest.fixture
 def api(settings, publisher) -> GuardedApp:
-    return GuardedApp(setup_app(settings, publisher))
+    return GuardedApp(api_app(settings, publisher))
 
 
 def test_configs_are_listed_and_shown_with_secret_options_masked(api):
@@ -145,7 +145,7 @@ def test_a_config_that_failed_registration_is_fixed_by_a_put(api, settings):
 def api_url(settings, publisher):
     """The API on a free port (eventlet WSGI in a green thread)."""
     sock = eventlet.listen(("127.0.0.1", 0))
-    server = eventlet.spawn(wsgi.server, sock, setup_app(settings, publisher), log_output=False)
+    server = eventlet.spawn(wsgi.server, sock, api_app(settings, publisher), log_output=False)
     yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     server.kill()
     sock.close()

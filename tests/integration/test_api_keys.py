@@ -6,7 +6,7 @@ import pytest
 import webtest
 from test_api_support import SECRET, api, api_settings, publisher, settings  # noqa: F401 (fixtures)
 
-from st2common.services import triggers
+from st2common.services import triggertypes
 
 # StackStorm's test key file and a value its API tests store pre-encrypted (see tests/unit/test_crypto.py).
 ST2_KEY_FILE = ('{"hmacKey": {"hmacKeyString": "685EWJ8U2U_c3Ulv9ibB6aa0Y9aYm-0bCwe2mqjLJuw", "size": 256}, '
@@ -21,7 +21,7 @@ def keys(api, api_settings, publisher):
     path = api_settings.keyvalue.encryption_key_path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(ST2_KEY_FILE)
-    triggers.register_system_trigger_types(publisher)
+    triggertypes.register_system_trigger_types(publisher)
     return api
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from eventlet import wsgi
 from test_api_support import GuardedApp, write
 
-from st2api.app import setup_app
+from testsupport import api_app
 from st2client.cli import cli
 from st2common.content import register
 from st2common.models.db.policy import PolicyDB
@@ -51,7 +51,7 @@ def publisher(settings, db):
 
 @pytest.fixture
 def api(settings, publisher) -> GuardedApp:
-    return GuardedApp(setup_app(settings, publisher))
+    return GuardedApp(api_app(settings, publisher))
 
 
 def test_policy_types_are_listed_and_got_by_ref(api):
@@ -120,7 +120,7 @@ def test_a_bad_policy_is_a_400_naming_the_problem(api, change, fault):
 @pytest.fixture
 def api_url(settings, publisher):
     sock = eventlet.listen(("127.0.0.1", 0))
-    server = eventlet.spawn(wsgi.server, sock, setup_app(settings, publisher), log_output=False)
+    server = eventlet.spawn(wsgi.server, sock, api_app(settings, publisher), log_output=False)
     yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     server.kill()
     sock.close()

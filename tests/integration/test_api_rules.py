@@ -19,7 +19,7 @@ from st2common.models.db.rule import RuleDB
 from st2common.models.db.trigger import TriggerDB
 from st2common.persistence.access import Access
 from st2common.services import executions
-from st2common.services import triggers as trigger_service
+from st2common.services import triggerinstances
 
 CRITERIA = {"trigger.body.env": {"type": "equals", "pattern": "prod"}}
 LOCAL = {"ref": "core.local", "parameters": {"cmd": "echo {{ trigger.body.msg }}"}}
@@ -253,7 +253,7 @@ def enforce(rule: dict, instance_id: str, execution_id: str | None = None, secon
 def test_rule_enforcements_list_get_filters_and_views(events_api, publisher):
     # Given two enforcements of a rule that passes a secret, one failed, one that requested an execution
     rule = make_rule(events_api, action={"ref": "apitest.secretive", "parameters": {"password": SECRET}})
-    instance = trigger_service.dispatch(publisher, rule["trigger"]["ref"], {"body": {"x": 1}, "headers": {}})
+    instance = triggerinstances.dispatch(publisher, rule["trigger"]["ref"], {"body": {"x": 1}, "headers": {}})
     execution = executions.request(publisher, "apitest.secretive", {"password": SECRET})
     failed = enforce(rule, str(instance.pk), seconds_ago=60, failure="Failed to match rule apitest.on_hook: boom")
     done = enforce(rule, str(instance.pk), execution_id=str(execution.pk))

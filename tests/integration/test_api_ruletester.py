@@ -10,7 +10,7 @@ from st2common.models.db.enforcement import RuleEnforcementDB
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.rule import RuleDB
 from st2common.models.db.trigger import TriggerInstanceDB
-from st2common.services import triggers as trigger_service
+from st2common.services import triggerinstances
 
 HOOK = {"type": "core.st2.webhook", "parameters": {"url": "deploy"}}
 CRITERIA = {
@@ -64,7 +64,7 @@ def test_a_stored_rule_against_a_stored_trigger_instance(events_api, publisher):
     assert answer["trigger_instance"]["id"] == str(instance.pk)
     assert answer["action"]["parameters"] == {"cmd": "deploy release/1.2"}
     # And an instance of another trigger does not match
-    other = trigger_service.dispatch(publisher, "core.st2.sensor.process_exit", {"id": "s"})
+    other = triggerinstances.dispatch(publisher, "core.st2.sensor.process_exit", {"id": "s"})
     answer = events_api.post_json("/v1/rules/test", {"rule_ref": "apitest.on_deploy",
                                                      "trigger_instance_id": str(other.pk)}).json
     assert answer["matched"] is False and "another trigger" in answer["reason"]

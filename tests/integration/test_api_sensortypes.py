@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from eventlet import wsgi
 
-from st2api.app import setup_app
+from testsupport import api_app
 from st2client.cli import cli
 from st2common.content import register
 from st2common.models.db.sensor import SensorTypeDB
@@ -41,14 +41,14 @@ def registered(api_settings, db, publisher):
 
 @pytest.fixture
 def api(registered, publisher) -> GuardedApp:
-    return GuardedApp(setup_app(registered, publisher))
+    return GuardedApp(api_app(registered, publisher))
 
 
 @pytest.fixture
 def api_url(registered, publisher):
     """The API on a free port, served by eventlet's WSGI server in a green thread."""
     sock = eventlet.listen(("127.0.0.1", 0))
-    server = eventlet.spawn(wsgi.server, sock, setup_app(registered, publisher), log_output=False)
+    server = eventlet.spawn(wsgi.server, sock, api_app(registered, publisher), log_output=False)
     yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     server.kill()
     sock.close()

@@ -12,14 +12,12 @@ from __future__ import annotations
 import textwrap
 import time
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import pytest
 import webtest
 import webob
 
-from testsupport import make_settings
-from st2api.app import setup_app
+from testsupport import PLANTED_SECRETS, api_app, guarded, make_settings
 from st2common.content import register
 from st2common.transport.connection import make_connection
 from st2common.transport.publisher import Publisher
@@ -34,6 +32,7 @@ SECRET = "planted-secret-7f1c93"
 DEFAULT_SECRET = "planted-default-91ab0e"
 NESTED_SECRET = "planted-nested-55d2aa"
 PLANTED = (SECRET, DEFAULT_SECRET, NESTED_SECRET)
+PLANTED_SECRETS.update(PLANTED)
 
 SECRETIVE_ACTION = f"""\
 name: secretive
@@ -81,21 +80,13 @@ parameters:
 
 
 class GuardedApp(webtest.TestApp):
-    """webtest's TestApp that checks the API's invariants on every response."""
+    """webtest's TestApp over api_app (credentials, planted secrets) that also checks error bodies."""
 
     def do_request(self, req, status=None, expect_errors=None):
         response = super().do_request(req, status=status, expect_errors=expect_errors)
-        if not _asks_for_secrets(req.query_string):
-            body = response.body.decode("utf-8", "replace")
-            for secret in PLANTED:
-                assert secret not in body, f"{req.method} {req.path_qs} leaked a secret: {body[:500]}"
         if response.status_int >= 400:
             assert set(response.json) - {"conflict-id"} == {"faultstring"}, response.text
         return response
-
-
-def _asks_for_secrets(query: str) -> bool:
-    return any(value.lower() in ("true", "1", "yes", "y") for value in parse_qs(query).get("show_secrets", []))
 
 
 def write(path: Path, text: str) -> Path:
@@ -140,7 +131,7 @@ def api(api_settings, db, publisher) -> GuardedApp:
     """The API on a freshly registered database: runner types, core and apitest."""
     report = register(api_settings, kinds=["actions"])
     assert report.ok, report.errors
-    return GuardedApp(setup_app(api_settings, publisher))
+    return GuardedApp(api_app(api_settings, publisher))
 
 
 def drain(settings, queue_name: str, timeout: float = 5.0, expect: int = 1) -> list[dict]:
@@ -187,13 +178,25 @@ def test_an_unknown_route_is_a_404_faultstring(api):
     assert response.json == {"faultstring": "The resource could not be found."}
 
 
-def test_options_is_answered_empty_with_cors_headers(api):
-    # When a browser sends a pre-flight request
-    response = api.options("/v1/executions", headers={"Origin": "http://127.0.0.1:3000"})
+def test_options_is_answered_empty_with_cors_headers_for_configured_origins_only(tmp_path, embedded_mongo, db,
+                                                                                 publisher):
+    # Given an API allowing one origin
+    settings = make_settings(tmp_path, embedded_mongo, extra={"ST2_API__ALLOW_ORIGIN": "https://ui.example"})
+    app = GuardedApp(api_app(settings, publisher))
+    # When a browser sends a pre-flight request from it
+    response = app.options("/v1/executions", headers={"Origin": "https://ui.example"})
     # Then it gets an empty 200 with the CORS headers
     assert response.status_int == 200 and response.body == b""
-    assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:3000"
+    assert response.headers["Access-Control-Allow-Origin"] == "https://ui.example"
     assert "X-Total-Count" in response.headers["Access-Control-Expose-Headers"]
+    # And another origin is not allowed
+    other = app.options("/v1/executions", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_no_origin_is_allowed_by_default(api):
+    response = api.get("/v1/packs", headers={"Origin": "http://127.0.0.1:3000"})
+    assert "Access-Control-Allow-Origin" not in response.headers
 
 
 def test_every_response_carries_cors_headers_and_a_request_id(api):
@@ -213,10 +216,10 @@ def test_a_malformed_body_is_a_400_naming_the_problem(api):
     assert response.json["faultstring"].startswith("Failed to parse request body")
 
 
-def test_a_body_over_the_size_limit_is_refused(tmp_path, embedded_mongo, publisher):
+def test_a_body_over_the_size_limit_is_refused(tmp_path, embedded_mongo, db, publisher):
     # Given an API whose bodies may not exceed 100 bytes
     settings = make_settings(tmp_path, embedded_mongo, extra={"ST2_API__MAX_BODY_SIZE": "100"})
-    app = GuardedApp(setup_app(settings, publisher))
+    app = GuardedApp(api_app(settings, publisher))
     # When a larger body is posted
     response = app.post_json("/v1/executions", {"action": "core.noop", "parameters": {"x": "y" * 200}},
                              status=413)
@@ -233,7 +236,7 @@ def test_a_bad_query_parameter_type_is_a_400_naming_it(api):
     assert bad_flag.json["faultstring"] == 'Parameter "show_secrets" is not of type boolean'
 
 
-def test_the_guard_fails_a_response_that_leaks_a_secret(api):
+def test_the_guard_fails_a_response_that_leaks_a_secret(api, api_settings):
     # Given the real response to a request that asked for secrets
     revealed = api.get("/v1/actions/apitest.secretive?show_secrets=true")
     assert DEFAULT_SECRET in revealed.text
@@ -244,4 +247,4 @@ def test_the_guard_fails_a_response_that_leaks_a_secret(api):
     # When the guard sees that body answer a request that did not ask for secrets
     # Then it fails the test
     with pytest.raises(AssertionError, match="leaked a secret"):
-        GuardedApp(replay).get("/v1/actions/apitest.secretive")
+        GuardedApp(guarded(replay, api_settings)).get("/v1/actions/apitest.secretive")

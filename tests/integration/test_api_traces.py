@@ -15,7 +15,7 @@ from test_api_triggers import events_api, make_rule  # noqa: F401 (fixture)
 from st2common.models.db.trace import TraceDB
 from st2common.services import executions
 from st2common.services import trace as trace_service
-from st2common.services import triggers as trigger_service
+from st2common.services import triggerinstances
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -57,7 +57,7 @@ def test_trace_list_as_the_cli_asks_with_filters(events_api, publisher):
     make_rule(events_api)
     first = chain(events_api, publisher, "release-1")
     second = chain(events_api, publisher, "release-2")
-    lone = trigger_service.dispatch(publisher, "core.st2.sensor.process_exit", {"id": "s"})
+    lone = triggerinstances.dispatch(publisher, "core.st2.sensor.process_exit", {"id": "s"})
     # When traces are listed the way `st2 trace list` does
     response = events_api.get("/v1/traces/?limit=50&sort_desc=True")
     rows = response.json

@@ -18,7 +18,7 @@ from st2common.content.bootstrap import Registration
 from st2common.content.rules import register_rule_types
 from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB
 from st2common.persistence.access import Access
-from st2common.services import triggers as trigger_service
+from st2common.services import triggerinstances
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 DISPATCH_QUEUE = "trigger_instances_dispatch.rules_engine"
@@ -164,7 +164,7 @@ def test_trigger_bad_input(events_api):
 
 def dispatch(publisher, ref, payload, seconds_ago=0):
     when = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds_ago)
-    return trigger_service.dispatch(publisher, ref, payload, occurrence_time=when)
+    return triggerinstances.dispatch(publisher, ref, payload, occurrence_time=when)
 
 
 def test_trigger_instance_list_and_get_as_the_cli_asks(events_api, publisher):

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from eventlet import wsgi
 
-from st2api.app import setup_app
+from testsupport import api_app
 from st2client.cli import cli
 from st2client.client import Client
 from st2common import statuses
@@ -56,7 +56,7 @@ def api_url(settings, db):
     report = register(settings, publisher=publisher)
     assert report.ok, report.errors
     sock = eventlet.listen(("127.0.0.1", 0))
-    server = eventlet.spawn(wsgi.server, sock, setup_app(settings, publisher), log_output=False)
+    server = eventlet.spawn(wsgi.server, sock, api_app(settings, publisher), log_output=False)
     yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     server.kill()
     sock.close()

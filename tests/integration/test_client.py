@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from eventlet import wsgi
 
-from st2api.app import setup_app
+from testsupport import api_app
 from st2client.cli import cli
 from st2client.client import Client, HTTPError
 from st2common.content import register
@@ -50,7 +50,7 @@ def api_url(settings, db, publisher):
     """The API on a free port, served by eventlet's WSGI server in a green thread."""
     register(settings, publisher=publisher)
     sock = eventlet.listen(("127.0.0.1", 0))
-    server = eventlet.spawn(wsgi.server, sock, setup_app(settings, publisher), log_output=False)
+    server = eventlet.spawn(wsgi.server, sock, api_app(settings, publisher), log_output=False)
     yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     server.kill()
     sock.close()

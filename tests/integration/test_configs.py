@@ -20,7 +20,7 @@ from st2common.content import bootstrap, register
 from st2common.exceptions import ValidationError
 from st2common.models.db.pack import ConfigDB, ConfigSchemaDB, PackDB
 from st2common.persistence.access import Access
-from st2common.services import configs, keyvalues, triggers
+from st2common.services import configs, keyvalues, triggertypes
 from st2common.util import crypto
 from testsupport import make_settings
 from test_lifecycle import start_platform  # noqa: F401 (fixture)
@@ -184,7 +184,7 @@ def config_platform(start_platform, bus_settings, tmp_path):
     """The action runner of start_platform with the config pack, its configs folder and a datastore key."""
     shutil.copytree(CONFIG_PACK, tmp_path / "packs" / "config_pack")
     platform = start_platform(extra={"ST2_CONTENT__CONFIGS_PATH": str(tmp_path / "configs")})
-    triggers.register_system_trigger_types(platform.publisher)
+    triggertypes.register_system_trigger_types(platform.publisher)
     platform.store = secret_store(platform.settings)
     return platform
 
@@ -202,9 +202,10 @@ def test_a_python_action_reads_its_config_with_a_value_from_the_datastore(config
     # When the pack's python action reads its options through self.config
     execution = platform.run("config_pack.read_config", {"keys": ["api_url", "api_token", "timeout", "region"]},
                              timeout=20)
-    # Then it sees the file's values, the token from the datastore in clear, and the defaults
+    # Then it sees the file's values, the token from the datastore in clear (the stored result masks
+    # exactly that clear value), and the defaults
     assert execution.status == statuses.SUCCEEDED, execution.result
-    assert execution.result["result"]["values"] == {"api_url": "https://api.example.com", "api_token": TOKEN,
+    assert execution.result["result"]["values"] == {"api_url": "https://api.example.com", "api_token": "********",
                                                     "timeout": 30, "region": "eu-central-1"}
     assert execution.result["result"]["names"] == ["api_token", "api_url", "options", "region", "timeout"]
     # And parameter defaults read config_context, at request time and just before the run

@@ -19,7 +19,7 @@ from st2common.models.db.sensor import SensorTypeDB
 from st2common.models.db.trace import TraceComponentDB, TraceDB
 from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB, TriggerTypeDB
 from st2common.persistence.access import Access
-from st2common.services import triggers
+from st2common.services import triggers, triggertypes
 from st2rulesengine.matcher import Rule, TriggerInstance, match
 from testsupport import make_settings
 
@@ -292,10 +292,10 @@ def test_a_rule_moved_to_another_trigger_releases_the_old_one(settings, db, pack
 
 def test_triggers_are_found_or_created_by_type_and_parameters(db):
     # Given the system trigger types, registered by the service function (twice: idempotent)
-    assert triggers.register_system_trigger_types() > 0
-    assert triggers.register_system_trigger_types() == 0
-    interval = triggers.get_trigger_type("core.st2.IntervalTimer")
-    webhook = triggers.get_trigger_type("core.st2.webhook")
+    assert triggertypes.register_system_trigger_types() > 0
+    assert triggertypes.register_system_trigger_types() == 0
+    interval = triggertypes.get_trigger_type("core.st2.IntervalTimer")
+    webhook = triggertypes.get_trigger_type("core.st2.webhook")
 
     # When a trigger is asked for with parameters, in any key order
     first, created = triggers.get_or_create_trigger(interval, {"unit": "seconds", "delta": 5})
@@ -313,13 +313,13 @@ def test_triggers_are_found_or_created_by_type_and_parameters(db):
     hook, _ = triggers.get_or_create_trigger(webhook, {"url": "/ci/build/"})
     assert triggers.get_or_create_trigger(webhook, {"url": "ci/build"})[0].pk == hook.pk
     assert hook.parameters == {"url": "ci/build"}
-    notify = triggers.get_trigger_type("core.st2.generic.notifytrigger")
+    notify = triggertypes.get_trigger_type("core.st2.generic.notifytrigger")
     shadow, created = triggers.get_or_create_trigger(notify, {})
     assert not created and shadow.ref == "core.st2.generic.notifytrigger"
 
     # An unknown type is named in the error
     with pytest.raises(NotFoundError, match='trigger type "core.nope" is not registered'):
-        triggers.get_trigger_type("core.nope")
+        triggertypes.get_trigger_type("core.nope")
 
 
 @pytest.mark.parametrize("type_ref,payload,field", [
@@ -335,7 +335,7 @@ def test_triggers_are_found_or_created_by_type_and_parameters(db):
 def test_invalid_payloads_name_the_field(settings, db, type_ref, payload, field):
     register(settings, ["triggers"])
     with pytest.raises(ValidationError) as error:
-        triggers.validate_payload(triggers.get_trigger_type(type_ref), payload)
+        triggertypes.validate_payload(triggertypes.get_trigger_type(type_ref), payload)
     assert error.value.field == field and error.value.message.startswith(f"{field}: ")
 
 
@@ -348,7 +348,7 @@ def test_invalid_payloads_name_the_field(settings, db, type_ref, payload, field)
 ])
 def test_valid_payloads_pass(settings, db, type_ref, payload):
     register(settings, ["triggers"])
-    triggers.validate_payload(triggers.get_trigger_type(type_ref), payload)
+    triggertypes.validate_payload(triggertypes.get_trigger_type(type_ref), payload)
 
 
 @pytest.mark.parametrize("type_ref,parameters,field", [
@@ -363,25 +363,25 @@ def test_valid_payloads_pass(settings, db, type_ref, payload):
 def test_invalid_trigger_parameters_name_the_field(settings, db, type_ref, parameters, field):
     register(settings, ["triggers"])
     with pytest.raises(ValidationError) as error:
-        triggers.validate_parameters(triggers.get_trigger_type(type_ref), parameters)
+        triggertypes.validate_parameters(triggertypes.get_trigger_type(type_ref), parameters)
     assert error.value.field == field
 
 
 def test_trigger_parameter_defaults_count_for_the_check_and_pack_types_can_skip_it(settings, db):
     register(settings, ["triggers"])
-    metric = triggers.get_trigger_type("events_pack.metric")
-    cron = triggers.get_trigger_type("core.st2.CronTimer")
+    metric = triggertypes.get_trigger_type("events_pack.metric")
+    cron = triggertypes.get_trigger_type("core.st2.CronTimer")
     # A null parameter with a default is checked as the default, and stored as given
-    assert triggers.validate_parameters(metric, {"source": None}) == {"source": None}
-    assert triggers.validate_parameters(metric, {}) == {}
+    assert triggertypes.validate_parameters(metric, {"source": None}) == {"source": None}
+    assert triggertypes.validate_parameters(metric, {}) == {}
     # [system] validate_trigger_parameters = False: pack types pass as given, system types are still checked
-    assert triggers.validate_parameters(metric, {"other": 1}, enforce=False) == {"other": 1}
+    assert triggertypes.validate_parameters(metric, {"other": 1}, enforce=False) == {"other": 1}
     with pytest.raises(ValidationError):
-        triggers.validate_parameters(triggers.get_trigger_type("core.st2.webhook"), {}, enforce=False)
-    assert triggers.validate_parameters(cron, {"minute": "*/5", "day_of_week": 1, "timezone": "UTC"}) == {
+        triggertypes.validate_parameters(triggertypes.get_trigger_type("core.st2.webhook"), {}, enforce=False)
+    assert triggertypes.validate_parameters(cron, {"minute": "*/5", "day_of_week": 1, "timezone": "UTC"}) == {
         "minute": "*/5", "day_of_week": 1, "timezone": "UTC"}
-    assert triggers.validate_parameters(triggers.get_trigger_type("core.st2.DateTimer"),
-                                        {"date": "2014-12-31 23:59:59"}) == {"date": "2014-12-31 23:59:59"}
+    assert triggertypes.validate_parameters(triggertypes.get_trigger_type("core.st2.DateTimer"),
+                                            {"date": "2014-12-31 23:59:59"}) == {"date": "2014-12-31 23:59:59"}
 
 
 def test_stored_rules_match_instances_of_their_trigger(settings, db):

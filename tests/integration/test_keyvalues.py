@@ -12,7 +12,7 @@ from st2common.exceptions import AccessDeniedError, NotFoundError, ParameterErro
 from st2common.models.db.keyvalue import KeyValuePairDB
 from st2common.models.db.trigger import TriggerInstanceDB
 from st2common.persistence.access import Access
-from st2common.services import keyvalues, triggers
+from st2common.services import keyvalues, triggertypes
 from st2common.templating import st2kv_context
 from st2common.transport.connection import make_connection
 from st2common.transport.publisher import Publisher
@@ -33,7 +33,7 @@ def publisher(settings):
 def store(settings, db, publisher) -> keyvalues.Datastore:
     """The datastore with its key file generated and the key_value_pair trigger types registered."""
     crypto.write_key_file(settings.keyvalue.encryption_key_path)
-    triggers.register_system_trigger_types(publisher)
+    triggertypes.register_system_trigger_types(publisher)
     return keyvalues.Datastore(settings, publisher)
 
 
@@ -323,7 +323,8 @@ def test_an_encrypted_key_reaches_the_command_but_never_the_stored_execution(sta
     store.set("db_password", "s3cr3t-Pa55", secret=True)
     # When core.local runs a command that decrypts it
     execution = platform.run("core.local", {"cmd": "echo pw={{ st2kv.system.db_password | decrypt_kv }}"})
-    # Then the command got the clear value, while the stored parameters keep the template
+    # Then the command got the clear value (its output is stored masked: only the clear value is masked),
+    # while the stored parameters keep the template
     assert execution.status == statuses.SUCCEEDED, execution.result
-    assert execution.result["stdout"] == "pw=s3cr3t-Pa55"
+    assert execution.result["stdout"] == "pw=********"
     assert "s3cr3t-Pa55" not in str(execution.parameters)

@@ -16,7 +16,7 @@ import pytest
 from eventlet import wsgi
 
 from st2actionrunner.cmd import ActionRunnerService
-from st2api.app import setup_app
+from testsupport import api_app
 from st2common import statuses
 from st2common.content import bootstrap
 from st2common.models.db.enforcement import RuleEnforcementDB
@@ -26,7 +26,7 @@ from st2common.models.db.trace import TraceDB
 from st2common.models.db.trigger import TriggerInstanceDB, TriggerTypeDB
 from st2common.persistence import db as database
 from st2common.persistence.access import Access
-from st2common.services import executions, triggers
+from st2common.services import executions, triggers, triggertypes
 from st2common.services import trace as trace_service
 from st2common.transport.connection import make_connection
 from st2common.transport.publisher import Publisher
@@ -57,7 +57,7 @@ class Platform:
         return execution if execution.status in statuses.COMPLETED else None
 
     def add_rule(self, name: str, trigger_type: str, criteria: dict, action: str, parameters: dict) -> RuleDB:
-        trigger, _ = triggers.get_or_create_trigger(triggers.get_trigger_type(trigger_type), {}, self.publisher)
+        trigger, _ = triggers.get_or_create_trigger(triggertypes.get_trigger_type(trigger_type), {}, self.publisher)
         rule = RuleDB(name=name, pack="tests", enabled=True, criteria=criteria,
                       trigger={"type": trigger_type, "parameters": {}, "ref": trigger.ref},
                       action={"ref": action, "parameters": parameters})
@@ -84,7 +84,7 @@ def instances_of(trigger_ref: str) -> list[TriggerInstanceDB]:
 
 
 def action_triggers_for(execution: ExecutionDB) -> list[TriggerInstanceDB]:
-    return [i for i in instances_of(triggers.ACTION_TRIGGER_REF) if i.payload["execution_id"] == str(execution.pk)]
+    return [i for i in instances_of(triggertypes.ACTION_TRIGGER_REF) if i.payload["execution_id"] == str(execution.pk)]
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_a_failing_execution_dispatches_the_action_trigger_once(platform):
 
 def test_a_rule_on_the_action_trigger_runs_when_another_execution_fails(platform):
     # Given a rule that echoes the id of any failed core.local execution
-    platform.add_rule("on_failure", triggers.ACTION_TRIGGER_REF,
+    platform.add_rule("on_failure", triggertypes.ACTION_TRIGGER_REF,
                       {"trigger.status": {"type": "equals", "pattern": "failed"},
                        "trigger.action_ref": {"type": "equals", "pattern": "core.local"}},
                       "core.echo", {"message": "{{ trigger.execution_id }} failed"})
@@ -190,7 +190,8 @@ def test_notify_routes_dispatch_notify_triggers(platform):
     failed = platform.run("core.local", {"cmd": "exit 4"}, notify=notify)
     # Then one notify trigger per route of the sections that apply
     def by_route():
-        found = [i for i in instances_of(triggers.NOTIFY_TRIGGER_REF) if i.payload["execution_id"] == str(failed.pk)]
+        found = [i for i in instances_of(triggertypes.NOTIFY_TRIGGER_REF)
+                 if i.payload["execution_id"] == str(failed.pk)]
         return {i.payload["route"]: i.payload for i in found} if len(found) == 3 else None
     routes = wait_for(by_route, "three notify triggers")
     assert set(routes) == {"slack", "pager", "mail"}
@@ -207,7 +208,7 @@ def test_the_action_trigger_can_be_turned_off(start_platform):
     platform = start_platform({"ST2_ACTION_SENSOR__ENABLE": "false"})
     # When an execution with a notification finishes, Then only the notification is dispatched
     done = platform.run("core.noop", notify={"on-complete": {"routes": ["chat"]}})
-    wait_for(lambda: instances_of(triggers.NOTIFY_TRIGGER_REF), "the notify trigger")
+    wait_for(lambda: instances_of(triggertypes.NOTIFY_TRIGGER_REF), "the notify trigger")
     assert action_triggers_for(done) == []
 
 
@@ -215,7 +216,7 @@ def test_core_inject_trigger_dispatches_through_the_api(platform):
     # Given the API serving on its port, a trigger type and a rule on it
     api = platform.settings.api
     sock = eventlet.listen((api.host, api.port))
-    server = eventlet.spawn(wsgi.server, sock, setup_app(platform.settings, platform.publisher), log_output=False)
+    server = eventlet.spawn(wsgi.server, sock, api_app(platform.settings, platform.publisher), log_output=False)
     try:
         kind = TriggerTypeDB(name="injected", pack="tests", payload_schema={}, parameters_schema={})
         kind.set_identity()

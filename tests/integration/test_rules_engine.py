@@ -8,9 +8,11 @@ requested executions are the outcome under test.
 
 from __future__ import annotations
 
+import datetime
 import time
 from pathlib import Path
 
+import eventlet
 import pytest
 import yaml
 
@@ -18,22 +20,25 @@ from st2common import statuses
 from st2common.content import bootstrap
 from st2common.exceptions import ValidationError
 from st2common.models.db.action import ActionDB
+from st2common.models.db.base import utcnow
 from st2common.models.db.enforcement import RuleEnforcementDB
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.rule import RuleDB
 from st2common.models.db.trace import TraceComponentDB, TraceDB
 from st2common.models.db.trigger import TriggerInstanceDB, TriggerTypeDB
 from st2common.persistence import db as database
-from st2common.persistence.access import Access
+from st2common.persistence.access import UPDATE, Access
+from st2common.services import executions
 from st2common.services import trace as trace_service
 from st2common.services.keyvalues import Datastore
-from st2common.services import triggers
+from st2common.services import triggerinstances, triggers, triggertypes
 from st2common.transport.connection import make_connection
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
 from st2rulesengine import matcher
 from st2rulesengine.cmd import RulesEngineService
-from st2rulesengine.worker import TypeRules
+from st2rulesengine.index import TypeRules
+from st2rulesengine.sweep import Sweep
 from tests.conftest import make_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,8 +60,8 @@ class Engine:
                  trigger_type: str = ALERT, trigger_parameters: dict | None = None, action: str = "core.local",
                  enabled: bool = True, wait: bool = True) -> RuleDB:
         """Store a rule (as the API does: its trigger found or created, an event published)."""
-        type_doc = triggers.get_trigger_type(trigger_type)
-        parameters = triggers.validate_parameters(type_doc, trigger_parameters or {})
+        type_doc = triggertypes.get_trigger_type(trigger_type)
+        parameters = triggertypes.validate_parameters(type_doc, trigger_parameters or {})
         trigger, _ = triggers.get_or_create_trigger(type_doc, parameters, self.publisher)
         rule = RuleDB(name=name, pack="tests", enabled=enabled, criteria=criteria or {},
                       trigger={"type": trigger_type, "parameters": parameters, "ref": trigger.ref},
@@ -68,7 +73,7 @@ class Engine:
         return rule
 
     def dispatch(self, payload: dict, trigger=ALERT, **kwargs) -> TriggerInstanceDB:
-        return triggers.dispatch(self.publisher, trigger, payload, **kwargs)
+        return triggerinstances.dispatch(self.publisher, trigger, payload, **kwargs)
 
     def processed(self, instance: TriggerInstanceDB, timeout: float = 10.0) -> TriggerInstanceDB:
         """Poll the instance until the engine is done with it."""
@@ -246,11 +251,11 @@ def test_rules_created_changed_and_disabled_after_start_apply_without_a_restart(
 def test_a_parameterised_trigger_matches_only_its_own_instances(engine):
     # Given a rule on the webhook "deploy"
     engine.add_rule("on_deploy", {"cmd": "echo {{ trigger.body.version }}"},
-                    trigger_type=triggers.WEBHOOK_TRIGGER_REF, trigger_parameters={"url": "/deploy/"})
-    engine.add_rule("on_other", {"cmd": "echo other"}, trigger_type=triggers.WEBHOOK_TRIGGER_REF,
+                    trigger_type=triggertypes.WEBHOOK_TRIGGER_REF, trigger_parameters={"url": "/deploy/"})
+    engine.add_rule("on_other", {"cmd": "echo other"}, trigger_type=triggertypes.WEBHOOK_TRIGGER_REF,
                     trigger_parameters={"url": "other"})
     # When the "deploy" hook is dispatched (by type and parameters, as the webhooks controller does)
-    hook = {"type": triggers.WEBHOOK_TRIGGER_REF, "parameters": {"url": "deploy"}}
+    hook = {"type": triggertypes.WEBHOOK_TRIGGER_REF, "parameters": {"url": "deploy"}}
     instance = engine.dispatch({"body": {"version": "1.2"}, "headers": {}}, trigger=hook)
     # Then only its rule ran
     [enforcement] = enforcements_of(engine.processed(instance))
@@ -282,10 +287,11 @@ def test_invalid_payloads_are_refused_naming_the_field_and_store_nothing(engine)
     with pytest.raises(ValidationError) as invalid:
         engine.dispatch({"count": "many"})
     assert invalid.value.field == "payload.count"
-    engine.add_rule("hooked", {"cmd": "true"}, trigger_type=triggers.WEBHOOK_TRIGGER_REF,
+    engine.add_rule("hooked", {"cmd": "true"}, trigger_type=triggertypes.WEBHOOK_TRIGGER_REF,
                     trigger_parameters={"url": "hook"})
     with pytest.raises(ValidationError) as hook:
-        engine.dispatch({"body": "text"}, trigger={"type": triggers.WEBHOOK_TRIGGER_REF, "parameters": {"url": "hook"}})
+        engine.dispatch({"body": "text"},
+                        trigger={"type": triggertypes.WEBHOOK_TRIGGER_REF, "parameters": {"url": "hook"}})
     assert hook.value.field == "payload.body"
     assert Access(TriggerInstanceDB).count() == 0
     # And validation can be skipped, as [system] validate_trigger_payload = False does
@@ -297,7 +303,7 @@ def test_re_emit_processes_the_payload_again_in_the_same_trace(engine):
     engine.add_rule("always", {"cmd": "echo {{ trigger.host }}"})
     original = engine.processed(engine.dispatch({"host": "a"}, trace_context={"trace_tag": "incident-7"}))
     # When it is re-emitted
-    again = triggers.re_emit(engine.publisher, str(original.pk))
+    again = triggerinstances.re_emit(engine.publisher, str(original.pk))
     # Then a new instance with the original's payload is processed and enforced again
     assert again.pk != original.pk
     assert again.payload == {"host": "a", "__context": {"original_id": str(original.pk)}}
@@ -333,17 +339,112 @@ def test_a_duplicate_nudge_does_nothing_and_the_sweep_picks_up_a_lost_one(engine
     engine.add_rule("once", {"cmd": "true"})
     # Given a processed instance; When its message is delivered again, Then nothing more is enforced
     instance = engine.processed(engine.dispatch({"host": "a"}))
-    engine.publisher.publish(triggers.DISPATCH_EXCHANGE, ALERT, {"id": str(instance.pk)})
+    engine.publisher.publish(triggerinstances.DISPATCH_EXCHANGE, ALERT, {"id": str(instance.pk)})
     # Given an instance stored pending whose message was lost
     lost = TriggerInstanceDB(trigger=ALERT, payload={"host": "lost"})
     Access(TriggerInstanceDB).add_or_update(lost)
     # When the sweep runs (as at start: no grace period) with no backlog on the queue,
     # Then it is re-published and processed
-    engine.wait_until(lambda: engine.service.engine.backlog() == 0, "an empty queue")
-    assert engine.service.engine.republish_pending() == [str(lost.pk)]
+    engine.wait_until(lambda: engine.service.sweeper.backlog() == 0, "an empty queue")
+    assert engine.service.sweeper.republish_pending() == [str(lost.pk)]
     assert engine.processed(lost).status == statuses.TRIGGER_INSTANCE_PROCESSED
     assert execution_of(enforcements_of(lost)[0]).parameters == {"cmd": "true"}
     assert len(enforcements_of(instance)) == 1
+
+
+def test_dispatch_checks_a_trigger_type_changed_by_another_process_once_its_event_arrives(engine):
+    # Given dispatch has looked up tests.alert, whose count is an integer
+    engine.dispatch({"count": 1})
+    # When another process makes count a string: its write, and the event its Access publishes
+    schema = {"type": "object", "properties": {"count": {"type": "string"}}}
+    TriggerTypeDB._get_collection().update_one({"ref": ALERT}, {"$set": {"payload_schema": schema}})
+    Access(TriggerTypeDB, engine.publisher).publish(UPDATE, Access(TriggerTypeDB).get(ref=ALERT))
+
+    # Then dispatch checks payloads against the new schema, well before the lookup would expire
+    def refused() -> bool:
+        try:
+            engine.dispatch({"count": 2})
+        except ValidationError:
+            return True
+        return False
+
+    engine.wait_until(refused, "dispatch to see the new schema", timeout=5)
+    assert engine.dispatch({"count": "3"}).payload == {"count": "3"}
+
+
+def crashed_midway(engine: Engine) -> tuple[TriggerInstanceDB, dict[str, RuleDB], ExecutionDB]:
+    """What an engine that died while enforcing three rules for one alert left behind.
+
+    Rule "done" was enforced and recorded, rule "requested" had its execution
+    requested but not recorded, rule "todo" was not reached; the instance is
+    still processing and its message was acked.
+    """
+    rules = {name: engine.add_rule(name, {"cmd": f"echo {name} {{{{ trigger.host }}}}"})
+             for name in ("done", "requested", "todo")}
+    instance = Access(TriggerInstanceDB).add_or_update(TriggerInstanceDB(
+        trigger=ALERT, payload={"host": "db1"}, status=statuses.TRIGGER_INSTANCE_PROCESSING,
+        occurrence_time=utcnow() - datetime.timedelta(minutes=1)))
+    trace = trace_service.create(f"trigger_instance-{instance.pk}")
+    trace_service.add_trigger_instance(trace, instance.pk, ALERT)
+    requested = {}
+    for name in ("done", "requested"):
+        rule = rules[name]
+        requested[name] = executions.request(engine.publisher, "core.local", {"cmd": f"echo {name} db1"}, context={
+            "trigger_instance": {"id": str(instance.pk), "name": None},
+            "rule": {"id": str(rule.pk), "name": rule.name, "ref": rule.ref},
+            "trace_context": trace_service.trace_context(trace)})
+    done = rules["done"]
+    Access(RuleEnforcementDB).add_or_update(RuleEnforcementDB(
+        trigger_instance_id=str(instance.pk), execution_id=str(requested["done"].pk),
+        rule={"ref": done.ref, "id": str(done.pk), "uid": done.uid}))
+    return instance, rules, requested["requested"]
+
+
+def test_an_instance_left_processing_is_finished_by_the_sweep_without_enforcing_a_rule_twice(engine):
+    # Given an alert whose engine died midway through its three rules
+    instance, rules, orphan = crashed_midway(engine)
+    before = enforcements_of(instance)
+    # When the sweep looks for instances left processing (no grace period)
+    recovered = engine.service.sweeper.recover_processing(stuck_after=0)
+    # Then the instance is processed
+    assert recovered == [str(instance.pk)]
+    assert Access(TriggerInstanceDB).get_by_id(instance.pk).status == statuses.TRIGGER_INSTANCE_PROCESSED
+    # And each rule has exactly one enforcement and one execution: the recorded one is kept, the
+    # execution requested without a record is adopted, the rule not reached is enforced now
+    by_rule = {e.rule["ref"]: e for e in enforcements_of(instance)}
+    assert sorted(by_rule) == sorted(rule.ref for rule in rules.values())
+    assert by_rule["tests.done"].pk == before[0].pk
+    assert by_rule["tests.requested"].execution_id == str(orphan.pk)
+    assert execution_of(by_rule["tests.todo"]).parameters == {"cmd": "echo todo db1"}
+    made = Access(ExecutionDB).query(raw={"context.trigger_instance.id": str(instance.pk)})
+    assert len(made) == 3
+    # And the adopted execution now carries its rule and instance, and the trace links it
+    assert Access(ExecutionDB).get_by_id(orphan.pk).rule["ref"] == "tests.requested"
+    trace = trace_service.trace_of("trigger_instance", instance.pk)
+    linked = {c.object_id for c in trace_service.components(trace) if c.component_type == "action_execution"}
+    assert {str(orphan.pk), by_rule["tests.todo"].execution_id} <= linked
+    # When the sweep runs again, Then nothing more happens
+    assert engine.service.sweeper.recover_processing(stuck_after=0) == []
+    assert len(enforcements_of(instance)) == 3
+
+
+def test_an_instance_is_taken_over_only_once_seen_processing_for_the_grace_period(engine):
+    # Given an instance left processing, and two engines' sweeps with a 30 s grace period
+    instance, _, _ = crashed_midway(engine)
+    now = [1000.0]
+    sweeps = [Sweep(engine.service.engine, clock=lambda: now[0]) for _ in range(2)]
+    # When they first see it, Then they leave it alone
+    assert [sweep.recover_processing(stuck_after=30) for sweep in sweeps] == [[], []]
+    assert Access(TriggerInstanceDB).get_by_id(instance.pk).status == statuses.TRIGGER_INSTANCE_PROCESSING
+    # When both look again 31 s later, at the same moment
+    now[0] += 31
+    pool = eventlet.GreenPool()
+    results = [pool.spawn(sweep.recover_processing, 30) for sweep in sweeps]
+    # Then exactly one of them finished it, and no rule was enforced twice
+    assert sorted(len(result.wait()) for result in results) == [0, 1]
+    assert Access(TriggerInstanceDB).get_by_id(instance.pk).status == statuses.TRIGGER_INSTANCE_PROCESSED
+    assert len(enforcements_of(instance)) == 3
+    assert Access(ExecutionDB).count(raw={"context.trigger_instance.id": str(instance.pk)}) == 3
 
 
 def test_a_hundred_rules_with_criteria(engine):
@@ -390,3 +491,29 @@ def test_the_equality_index_finds_what_matching_every_rule_finds():
         # Then the same rules match, in the same order, and the same ones fail
         assert [m.rule.ref for m in narrowed.matched] == [m.rule.ref for m in full.matched], case
         assert [m.rule.ref for m in narrowed.failed] == [m.rule.ref for m in full.failed], case
+
+
+def test_a_rule_parameter_that_decrypts_is_rendered_only_by_the_action_runner(engine, tmp_path):
+    # Given a secret item, and a rule whose command uses it and the trigger's payload
+    from st2actionrunner.cmd import ActionRunnerService
+    from st2common.util import crypto
+
+    crypto.write_key_file(engine.settings.keyvalue.encryption_key_path)
+    Datastore(engine.settings).set("db_pw", "clear-pw-4417", secret=True)
+    seen = tmp_path / "seen.txt"
+    engine.add_rule("vault", {"cmd": f"echo {{{{ trigger.host }}}} {{{{ st2kv.system.db_pw | decrypt_kv }}}} > {seen}"})
+    runner = ActionRunnerService(engine.settings, engine.publisher)
+    runner.start()
+    try:
+        # When an alert runs it
+        [enforcement] = enforcements_of(engine.processed(engine.dispatch({"host": "web7"})))
+        engine.wait_until(lambda: execution_of(enforcement).status in statuses.COMPLETED, "the run", 20)
+    finally:
+        runner.stop()
+    # Then the command got the clear value and the payload
+    execution = execution_of(enforcement)
+    assert execution.status == statuses.SUCCEEDED, execution.result
+    assert seen.read_text().strip() == "web7 clear-pw-4417"
+    # And the stored execution holds the template, never the clear value
+    assert "clear-pw-4417" not in repr(execution.to_mongo())
+    assert "decrypt_kv" in execution.parameters["cmd"]

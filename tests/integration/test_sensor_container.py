@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import webtest
 
-from st2api.app import setup_app
+from testsupport import api_app
 from st2common.content import register
 from st2common.exceptions import ValidationError
 from st2common.models.db.trace import TraceDB
 from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB
 from st2common.persistence.access import Access
-from st2common.services import triggers
+from st2common.services import triggers, triggertypes
 from st2common.transport.connection import make_connection
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
@@ -120,7 +120,7 @@ def test_sensors_run_as_processes_and_a_broken_one_does_not_stop_the_others(sett
     assert int(SensorService(settings, publisher, "sensor_pack", "PollerSensor").get_value("polls")) >= 1
     # And each start was announced with its pid and command line
     for ref, pid in ((TICKER, ticker_pid), (POLLER, poller_pid)):
-        spawn = wait_for(lambda ref=ref, pid=pid: instances(triggers.SENSOR_SPAWN_TRIGGER_REF, id=ref, pid=pid),
+        spawn = wait_for(lambda ref=ref, pid=pid: instances(triggertypes.SENSOR_SPAWN_TRIGGER_REF, id=ref, pid=pid),
                          f"process_spawn of {ref}")
         assert "st2sensorcontainer.wrapper" in spawn[0].payload["cmd"]
         assert isinstance(spawn[0].payload["timestamp"], int)
@@ -131,9 +131,9 @@ def test_sensors_run_as_processes_and_a_broken_one_does_not_stop_the_others(sett
                if r.name == "st2sensorcontainer.container" and r.levelno == logging.ERROR]
     assert any("sensor_pack" in m and "broken_sensor.py" in m and "sensor_pack_missing_dependency" in m
                for m in reports), reports
-    exits = instances(triggers.SENSOR_EXIT_TRIGGER_REF, id=BROKEN)
+    exits = instances(triggertypes.SENSOR_EXIT_TRIGGER_REF, id=BROKEN)
     assert [e.payload["exit_code"] for e in exits] == [3]
-    assert len(instances(triggers.SENSOR_SPAWN_TRIGGER_REF, id=BROKEN)) == 1
+    assert len(instances(triggertypes.SENSOR_SPAWN_TRIGGER_REF, id=BROKEN)) == 1
     # And the others keep running
     seen = len(ticks_from(ticker_pid))
     wait_for(lambda: len(ticks_from(ticker_pid)) > seen + 2, "more ticks after the broken sensor failed")
@@ -153,23 +153,23 @@ def test_a_killed_sensor_is_respawned_until_the_limit(container):
         wait_for(lambda: ticks_from(pid), f"a tick from respawn {attempt}")
         pids.append(pid)
     # And every exit and start is on record: exit code -9, then the new pid
-    exits = wait_for(lambda: (e := instances(triggers.SENSOR_EXIT_TRIGGER_REF, id=TICKER)) and len(e) == 2 and e,
+    exits = wait_for(lambda: (e := instances(triggertypes.SENSOR_EXIT_TRIGGER_REF, id=TICKER)) and len(e) == 2 and e,
                      "two process_exit instances")
     assert [e.payload["exit_code"] for e in exits] == [-signal.SIGKILL] * 2
-    spawns = instances(triggers.SENSOR_SPAWN_TRIGGER_REF, id=TICKER)
+    spawns = instances(triggertypes.SENSOR_SPAWN_TRIGGER_REF, id=TICKER)
     assert [s.payload["pid"] for s in spawns] == pids
     # When it is killed once more than the respawn limit allows
     os.kill(pids[-1], signal.SIGKILL)
     # Then the container gives up on it, and the polling sensor is untouched
     wait_for(lambda: container.state(TICKER) == FAILED, "the container to give up")
     assert container.pid(TICKER) is None
-    assert len(instances(triggers.SENSOR_SPAWN_TRIGGER_REF, id=TICKER)) == 3
+    assert len(instances(triggertypes.SENSOR_SPAWN_TRIGGER_REF, id=TICKER)) == 3
     assert container.state(POLLER) == RUNNING
 
 
 def test_trigger_changes_reach_add_update_and_remove_trigger(settings, publisher, caplog):
     # Given a watch trigger that exists before the sensor starts
-    watch = triggers.get_trigger_type("sensor_pack.watch")
+    watch = triggertypes.get_trigger_type("sensor_pack.watch")
     before, _ = triggers.get_or_create_trigger(watch, {"path": "/var/log/before"}, publisher)
     container = SensorContainer(settings, publisher, respawn_delay=0.2, stop_grace=3.0)
     container.start()
@@ -201,7 +201,7 @@ def test_disable_through_the_api_stops_the_sensor_and_enable_starts_it(settings,
     # Given the ticker runs
     pid = wait_for(lambda: container.pid(TICKER), "the ticker process")
     wait_for(lambda: ticks_from(pid), "a tick")
-    api = webtest.TestApp(setup_app(settings, publisher))
+    api = webtest.TestApp(api_app(settings, publisher))
     # When it is disabled through the API
     body = api.get(f"/v1/sensortypes/{TICKER}").json
     body.pop("ref")
@@ -211,7 +211,7 @@ def test_disable_through_the_api_stops_the_sensor_and_enable_starts_it(settings,
     wait_for(lambda: container.state(TICKER) == STOPPED and not pid_alive(pid), "the ticker to stop")
     marker = tmp_path / "markers" / "TickerSensor.cleanup"
     assert marker.read_text() == str(pid)
-    assert [e.payload["exit_code"] for e in instances(triggers.SENSOR_EXIT_TRIGGER_REF, id=TICKER)] == [0]
+    assert [e.payload["exit_code"] for e in instances(triggertypes.SENSOR_EXIT_TRIGGER_REF, id=TICKER)] == [0]
     # And it ticks no more
     count = len(ticks_from(pid))
     time.sleep(0.5)

@@ -1,4 +1,4 @@
-"""The worker registry and the start-up sweep, on the embedded database and the real buses."""
+"""The worker registry and the execution sweep, on the embedded database and the real buses."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from st2common import statuses
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
+from st2common.models.db.policy import ConcurrencySlotDB, PolicyDB
 from st2common.models.db.worker import WorkerDB
 from st2common.persistence import db as database
 from st2common.persistence.access import Access
@@ -22,6 +23,7 @@ from st2common.transport.connection import make_connection
 from st2common.transport.consumer import Consumer, Handler, run_in_background
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
+from st2actionrunner.scheduler import Scheduler
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
@@ -251,3 +253,72 @@ def test_sweeping_twice_or_at_once_is_harmless(platform_db):
         assert [e["status"] for e in log] == [statuses.RUNNING, statuses.ABANDONED]
     assert platform_db.executions.get_by_id(requested.pk).status == statuses.REQUESTED
     assert again.republished == [str(requested.pk)]
+
+
+# -- executions delayed by a concurrency policy ------------------------------------------
+
+
+def limit_core_local(platform, holder: ExecutionDB) -> None:
+    """A concurrency policy of 1 on core.local, its slot held by holder."""
+    policy = PolicyDB(name="one_at_a_time", pack="tests", resource_ref="core.local",
+                      policy_type="action.concurrency", parameters={"threshold": 1, "action": "delay"})
+    policy.set_identity()
+    Access(PolicyDB).add_or_update(policy, publish=False)
+    Access(ConcurrencySlotDB).add_or_update(ConcurrencySlotDB(key=policy.ref, slot=0, execution_id=str(holder.pk),
+                                                              action_ref="core.local"), publish=False)
+
+
+def delayed_by_policy(platform) -> ExecutionDB:
+    """An execution the policy has kept delayed for a minute (no delay of its own)."""
+    started = ago(60)
+    return platform.execution(statuses.DELAYED, start_timestamp=started,
+                              log=[{"status": statuses.REQUESTED, "timestamp": started},
+                                   {"status": statuses.DELAYED, "timestamp": started}])
+
+
+def test_the_sweep_leaves_an_execution_delayed_by_a_policy_to_the_scheduler_while_its_slot_is_held(platform):
+    # Given an execution delayed for a minute by a concurrency policy whose slot a running execution holds
+    holder = platform.execution(statuses.RUNNING)
+    limit_core_local(platform, holder)
+    waiting = delayed_by_policy(platform)
+    platform.consume()
+    # When the periodic sweep runs three rounds
+    sweeper = periodic(platform.executions, platform.publisher, platform.settings, platform.registry,
+                       interval=0.05, stuck_after=30)
+    try:
+        assert wait_for(lambda: sweeper.rounds >= 3)
+    finally:
+        sweeper.stop()
+    # Then the delayed execution was neither moved nor nudged: same status, same log, no message
+    after = platform.executions.get_by_id(waiting.pk)
+    assert after.status == statuses.DELAYED and len(after.log) == 2
+    assert platform.queues["actionrunner.req"].ids == []
+    report = platform.sweep(stuck_after=30)
+    assert report.requeued == [] and report.nudged == [] and report.republished == []
+
+
+def test_an_execution_delayed_by_a_policy_whose_slot_holder_ended_unnoticed_is_nudged_and_scheduled(platform):
+    # Given an execution delayed by a concurrency policy whose slot holder has finished, the
+    # end's nudge lost (the slot is still on record), and a scheduler consuming requests
+    holder = platform.execution(statuses.SUCCEEDED)
+    limit_core_local(platform, holder)
+    waiting = delayed_by_policy(platform)
+    scheduled = Recorder(platform.topology.work_queue("actionrunner.work"))
+    consumer = Consumer(make_connection(platform.settings.messaging), platform.publisher,
+                        [Scheduler(platform.publisher), scheduled])
+    thread = run_in_background(consumer)
+    try:
+        assert consumer.wait_ready(10)
+        # When the sweep runs
+        report = platform.sweep(stuck_after=30)
+        # Then it nudged the delayed execution without changing it
+        assert report.nudged == [str(waiting.pk)] and report.requeued == []
+        # And the scheduler, nudged, freed the stale slot and scheduled it
+        assert wait_for(lambda: scheduled.ids == [str(waiting.pk)]), scheduled.ids
+        after = platform.executions.get_by_id(waiting.pk)
+        assert [entry["status"] for entry in after.log] == [statuses.REQUESTED, statuses.DELAYED,
+                                                            statuses.SCHEDULED]
+        assert [slot.execution_id for slot in Access(ConcurrencySlotDB).query()] == [str(waiting.pk)]
+    finally:
+        consumer.stop()
+        thread.wait()

@@ -22,7 +22,7 @@ from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB
 from st2common.persistence import db as database
 from st2common.persistence.access import Access
 from st2common.services import trace as trace_service
-from st2common.services import triggers
+from st2common.services import triggers, triggertypes
 from st2common.transport.connection import make_connection
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
@@ -31,7 +31,7 @@ from st2rulesengine.timers import TimerEngine, tick_id
 from tests.conftest import make_settings
 
 REPO = Path(__file__).resolve().parents[2]
-INTERVAL = triggers.INTERVAL_TIMER_TRIGGER_REF
+INTERVAL = triggertypes.INTERVAL_TIMER_TRIGGER_REF
 EVERY_SECOND = {"unit": "seconds", "delta": 1}
 
 
@@ -54,8 +54,8 @@ def publisher_for(settings) -> Publisher:
 def save_rule(publisher, name: str, trigger_parameters: dict, rule: RuleDB | None = None,
               trigger_type: str = INTERVAL) -> RuleDB:
     """Create or change an enabled rule running core.noop on a timer, as POST/PUT /rules do."""
-    type_doc = triggers.get_trigger_type(trigger_type)
-    parameters = triggers.validate_parameters(type_doc, trigger_parameters)
+    type_doc = triggertypes.get_trigger_type(trigger_type)
+    parameters = triggertypes.validate_parameters(type_doc, trigger_parameters)
     trigger, _ = triggers.get_or_create_trigger(type_doc, parameters, publisher)
     previous = rule.trigger["ref"] if rule is not None else None
     rule = rule or RuleDB(name=name, pack="tests", enabled=True, action={"ref": "core.noop", "parameters": {}})
@@ -167,8 +167,8 @@ def test_a_disabled_timer_engine_fires_nothing(bus_settings, tmp_path, embedded_
 def test_two_timer_engines_fire_each_tick_once(settings, db):
     # Given an every-second timer trigger and two timer engines (two rules engine copies) on one database
     publishers = [publisher_for(settings) for _ in range(2)]
-    triggers.register_system_trigger_types(publishers[0])
-    trigger, _ = triggers.get_or_create_trigger(triggers.get_trigger_type(INTERVAL), EVERY_SECOND, publishers[0])
+    triggertypes.register_system_trigger_types(publishers[0])
+    trigger, _ = triggers.get_or_create_trigger(triggertypes.get_trigger_type(INTERVAL), EVERY_SECOND, publishers[0])
     engines = [TimerEngine(publisher, "UTC") for publisher in publishers]
     try:
         # When both run for a few ticks

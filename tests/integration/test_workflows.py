@@ -9,114 +9,21 @@ completes, until the workflow's own execution ends with {output, errors}.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections import Counter
-from pathlib import Path
 
-import eventlet
-import pytest
 import requests
-from click.testing import CliRunner
-from eventlet import wsgi
 
-from st2actionrunner.cmd import ActionRunnerService
-from st2api.app import setup_app
-from st2client.cli import cli
 from st2common import statuses
-from st2common.content import bootstrap
-from st2common.models.db.action import ActionDB
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.workflow import TaskExecutionDB, WorkflowExecutionDB
-from st2common.persistence import db as database
 from st2common.persistence.access import Access
-from st2common.services import executions
+from st2common.services import executions, workflows
 from st2common.services.workflows import WorkflowService
 from st2common.transport.connection import make_connection
-from st2common.transport.publisher import Publisher
-from st2common.transport.topology import Topology
-from st2workflowengine.cmd import WorkflowEngineService
-from tests.conftest import make_settings
 from tests.e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
-
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE_PACK = REPO / "tests" / "fixtures" / "packs" / "wf_pack"
-DEADLINE = 20.0
-
-
-class Platform:
-    """The action runner and the workflow engine of this test, and a caller of the use-cases."""
-
-    def __init__(self, settings, publisher: Publisher) -> None:
-        self.settings = settings
-        self.publisher = publisher
-        self.runner = ActionRunnerService(settings, publisher)
-        self.engines: list[WorkflowEngineService] = []
-        self.executions = Access(ExecutionDB)
-
-    def start_engine(self, **options) -> WorkflowEngineService:
-        engine = WorkflowEngineService(self.settings, self.publisher, **options)
-        engine.start()
-        self.engines.append(engine)
-        return engine
-
-    def request(self, ref: str, parameters: dict | None = None) -> ExecutionDB:
-        return executions.request(self.publisher, ref, parameters or {})
-
-    def wait_for(self, execution_id, wanted, timeout: float = DEADLINE) -> ExecutionDB:
-        """Poll the record until its status is one of wanted (a deadline, not a sleep)."""
-        wanted = {wanted} if isinstance(wanted, str) else set(wanted)
-        deadline = time.monotonic() + timeout
-        while True:
-            execution = self.executions.get_by_id(execution_id)
-            if execution.status in wanted:
-                return execution
-            if time.monotonic() > deadline:
-                raise AssertionError(f"execution {execution_id} is {execution.status}, not {sorted(wanted)}")
-            time.sleep(0.005)
-
-    def run(self, ref: str, parameters: dict | None = None, timeout: float = DEADLINE) -> ExecutionDB:
-        return self.wait_for(self.request(ref, parameters).pk, statuses.COMPLETED, timeout)
-
-    def children(self, execution: ExecutionDB) -> list[ExecutionDB]:
-        return self.executions.query({"parent": str(execution.pk)}, order_by=["start_timestamp"])
-
-
-def start_platform(bus_url: str, tmp_path: Path, embedded_mongo):
-    """wf_pack and core registered; an action runner and a workflow engine consuming here."""
-    packs = tmp_path / "packs"
-    shutil.copytree(FIXTURE_PACK, packs / "wf_pack")
-    settings = make_settings(tmp_path, embedded_mongo, bus_url, {
-        "ST2_CONTENT__SYSTEM_PACKS_BASE_PATH": str(REPO / "contrib" / "packs"),
-        "ST2_CONTENT__PACKS_BASE_PATHS": str(packs),
-    })
-    client = database.connect(settings)
-    publisher = Publisher(make_connection(settings.messaging), Topology(settings.messaging.prefix))
-    publisher.declare_work_queues()
-    report = bootstrap.register(settings, kinds=["runners", "actions"])
-    assert Access(ActionDB).get(ref="wf_pack.sequential") is not None, report.errors
-    platform = Platform(settings, publisher)
-    platform.runner.start()
-    platform.start_engine()
-    yield platform
-    for engine in platform.engines:
-        engine.stop()
-    platform.runner.stop()
-    publisher.close()
-    client.drop_database(settings.database.db_name)
-    database.disconnect()
-
-
-@pytest.fixture
-def platform(bus_settings, tmp_path, embedded_mongo):
-    """The platform on each bus in turn: for what the bus changes (hops, lost messages, restarts)."""
-    yield from start_platform(bus_settings.messaging.url, tmp_path, embedded_mongo)
-
-
-@pytest.fixture
-def embedded(tmp_path, embedded_mongo):
-    """The platform on the embedded filesystem bus only: for what does not depend on the bus."""
-    yield from start_platform("filesystem://", tmp_path, embedded_mongo)
+from workflowsupport import (FIXTURE_PACK, Platform, api_url, embedded, platform,  # noqa: F401 (fixtures)
+                             st2, start_platform)
 
 
 def test_sequential_workflow_publishes_through_its_tasks(platform):
@@ -201,6 +108,22 @@ def test_with_items_runs_one_child_per_item_within_the_concurrency(platform):
     assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) <= 2
 
 
+def test_two_engines_share_one_workflow_and_run_each_item_once(platform):
+    # Given a second workflow engine consuming beside the first (each keeps its own conductors in memory)
+    platform.start_engine()
+    # When a task runs over 20 items, 10 at a time, and a 22-task fan-out runs beside it
+    items = platform.request("wf_pack.items100", {"count": 20})
+    fanout = platform.request("wf_pack.fanout20")
+    done = [platform.wait_for(e.pk, statuses.COMPLETED, timeout=60) for e in (items, fanout)]
+    # Then both succeeded, every item and every branch having run exactly once
+    assert [d.status for d in done] == [statuses.SUCCEEDED] * 2, [d.result for d in done]
+    item_ids = [c.context["orquesta"]["item_id"] for c in platform.children(done[0])]
+    assert sorted(item_ids) == list(range(20))
+    tasks = Counter(platform.task_names(done[1]))
+    assert len(tasks) == 22 and set(tasks.values()) == {1}
+    assert done[1].result == {"output": {"branch20": "done"}}
+
+
 def test_ten_task_chain(platform, capsys):
     # When ten core.noop tasks run in a row (once to warm up, then timed)
     platform.run("wf_pack.chain10")
@@ -256,13 +179,7 @@ def test_cancel_lets_the_running_task_finish_and_starts_nothing_more(platform):
 
 
 def wait_for_task(platform, execution, task_name: str, status: str) -> ExecutionDB:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        for child in platform.children(execution):
-            if child.context["orquesta"]["task_name"] == task_name and child.status == status:
-                return child
-        time.sleep(0.01)
-    raise AssertionError(f"task {task_name} of {execution.pk} never got {status}")
+    return platform.wait_for_task(execution, task_name, status)
 
 
 def test_engine_restart_mid_workflow_runs_each_task_once(platform):
@@ -327,20 +244,6 @@ def test_sweep_requests_children_a_crash_kept_from_being_requested(platform):
     names = [c.context["orquesta"]["task_name"] for c in platform.children(done)]
     assert names == ["step1", "step2", "step3", "step4", "step5"]
 
-@pytest.fixture
-def api_url(embedded):
-    """The API of the embedded platform on a free port, served in a green thread."""
-    sock = eventlet.listen(("127.0.0.1", 0))
-    server = eventlet.spawn(wsgi.server, sock, setup_app(embedded.settings, embedded.publisher), log_output=False)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server.kill()
-    sock.close()
-
-
-def st2(api_url: str, *args: str):
-    return CliRunner().invoke(cli, ["--api-url", api_url, "--skip-config", *args], catch_exceptions=False)
-
-
 def test_inspect_endpoint_and_cli(api_url, tmp_path):
     invalid = (FIXTURE_PACK / "actions" / "workflows" / "invalid.yaml").read_text()
     valid = (FIXTURE_PACK / "actions" / "workflows" / "sequential.yaml").read_text()
@@ -392,14 +295,13 @@ def test_pause_waits_for_the_running_task_then_resume_carries_on(platform):
     execution = platform.request("wf_pack.slow_chain", {"pause": 0.3})
     wait_for_task(platform, execution, "step2", statuses.RUNNING)
     # When its execution is asked to pause (what PUT /executions/{id} {status: pausing} does)
-    control = executions.access(platform.publisher)
-    executions.update_status(control, control.get_by_id(execution.pk), statuses.PAUSING)
+    workflows.pause(platform.publisher, str(execution.pk))
     # Then it is paused once that step ends, and no later step starts
     paused = platform.wait_for(execution.pk, statuses.PAUSED)
     assert [c.context["orquesta"]["task_name"] for c in platform.children(paused)] == ["step1", "step2"]
     assert Access(WorkflowExecutionDB).get(action_execution=str(execution.pk)).status == statuses.PAUSED
     # When it is resumed
-    executions.update_status(control, paused, statuses.RESUMING)
+    workflows.resume(platform.publisher, str(paused.pk))
     # Then it runs the remaining steps and succeeds
     done = platform.wait_for(execution.pk, statuses.COMPLETED)
     assert done.status == statuses.SUCCEEDED, done.result

@@ -217,17 +217,3 @@ def test_workflow_children_are_indented_under_their_parent():
     rows = _child_rows(children, "p", elapsed=False)
     assert [(r["id"], r["task"], r["action"]) for r in rows] == [
         ("+ c1", "t1", "core.noop"), ("   g1", "t1a", "core.local"), ("  c2", "t2", "core.local")]
-
-
-def test_tokens_are_cached_per_user_until_shortly_before_expiry(tmp_path, monkeypatch):
-    from st2client.commands import _cache_token, _cached_token
-
-    monkeypatch.setenv("HOME", str(tmp_path))
-    _cache_token({"user": "stanley", "token": "abc", "expiry": "2999-01-01T00:00:00.000000Z"})
-    assert _cached_token("stanley") == "abc" and _cached_token("other") is None
-    assert oct((tmp_path / ".st2" / "token-stanley").stat().st_mode & 0o777) == "0o600"
-    _cache_token({"user": "stanley", "token": "old", "expiry": "2000-01-01T00:00:00Z"})
-    assert _cached_token("stanley") is None
-    (tmp_path / ".st2" / "token-stanley").write_text("not json")
-    with pytest.raises(CommandError, match="corrupted"):
-        _cached_token("stanley")

@@ -99,3 +99,32 @@ def test_dockerfile_basics(dockerfile):
     for package in SERVICES + ("st2common", "st2client"):
         assert package in copied, package
     assert "pyproject.toml" in copied and "contrib/packs" in copied
+
+
+def test_the_datastore_key_is_generated_once_before_any_service_starts(compose):
+    # Given the prod config's key path
+    key_dir = str(config.load(REPO / "conf" / "st2.prod.conf", env={}).keyvalue.encryption_key_path.parent)
+    keygen = compose["services"]["keygen"]
+    # Then a one-shot step runs the key tool with the prod config, keeping a key that exists
+    assert keygen["command"] == ["st2-generate-symmetric-crypto-key", "--if-missing"]
+    assert keygen["restart"] == "no"
+    assert keygen["environment"]["ST2_CONFIG_PATH"] == CONFIG_AT
+    keygen_mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in keygen["volumes"]}
+    assert (REPO / keygen_mounts[CONFIG_AT]).resolve() == REPO / "conf" / "st2.prod.conf"
+    # And it writes into a named volume mounted where the key is read
+    volume = keygen_mounts[key_dir]
+    assert volume in compose["volumes"]
+    # And every platform service waits for it to succeed and sees the same volume there
+    for name in SERVICES + ("register",):
+        service = compose["services"][name]
+        assert service["depends_on"]["keygen"]["condition"] == "service_completed_successfully", name
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+        assert mounts[key_dir] == volume, name
+
+
+def test_the_image_keeps_the_key_folder_to_its_owner(dockerfile):
+    # A new named volume starts with the image folder's owner and mode: st2 only.
+    key_dir = str(config.load(REPO / "conf" / "st2.prod.conf", env={}).keyvalue.encryption_key_path.parent)
+    assert any(line.startswith("RUN ") and f"chmod 700 {key_dir}" in line for line in dockerfile)
+    chowns = [line for line in dockerfile if "chown -R st2:st2 /opt/stackstorm" in line]
+    assert chowns and f"chmod 700 {key_dir}" in chowns[-1].split("chown", 1)[1]

@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from st2common.exceptions import ValidationError
-from st2rulesengine.timers import CronSchedule, schedule_of, tick_id
+from st2rulesengine.cron import CronSchedule
+from st2rulesengine.schedules import schedule_of
+from st2rulesengine.timers import tick_id
 
 UTC = datetime.timezone.utc
 LA = ZoneInfo("America/Los_Angeles")

@@ -1,7 +1,8 @@
-"""/executions (also served as /actionexecutions): list, get, request, cancel, re-run, output, children,
-attribute and result.
+"""/executions (also served as /actionexecutions): list, get, request, cancel, pause, resume, re-run,
+output, children, attribute and result.
 
-Writes go through st2common.services.executions (request, cancel, re_run); this
+Writes go through st2common.services.executions (request, cancel, re_run) and
+st2common.services.workflows (pause, resume); this
 module only translates HTTP to those use-cases and records to StackStorm's
 execution shape. Secrets are masked in every response unless show_secrets=true.
 """
@@ -17,12 +18,12 @@ import webob
 
 from st2api.controllers.base import PAGING, Call, ResourceController, Route, reply
 from st2common import statuses
-from st2common.exceptions import NotFoundError, TransitionError, ValidationError
+from st2common.exceptions import AccessDeniedError, NotFoundError, TransitionError, ValidationError
 from st2common.models.api import execution as execution_api
-from st2common.models.api.base import parse_isotime
+from st2common.models.api.base import parse_isotime, validate
 from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
 from st2common.persistence.access import to_object_id
-from st2common.services import executions
+from st2common.services import executions, workflows
 
 LOG = logging.getLogger(__name__)
 
@@ -39,6 +40,17 @@ ATTRIBUTES = ("action__pack", "action__uid", "result", "trigger_instance", "stat
 # Largest max_result_size a client may ask for (StackStorm's limit).
 MAX_RESULT_SIZE = 14 * 1024 * 1024
 LAST = "last"
+
+# PUT /executions/{id}: StackStorm's LiveActionAPI; only status and result are acted on.
+UPDATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {**{k: v for k, v in execution_api.CREATE_SCHEMA["properties"].items() if k != "action"},
+                   "action": {"type": "string"},
+                   "status": {"type": "string", "enum": list(statuses.EXECUTION_STATUSES)}},
+    "additionalProperties": False,
+}
+_CANCEL = (statuses.CANCELING, statuses.CANCELED)
+_PAUSE = (statuses.PAUSING, statuses.PAUSED)
 
 SORT_DESC = ("-start_timestamp", "action_ref")
 SORT_ASC = ("+start_timestamp", "action_ref")
@@ -71,6 +83,7 @@ class ExecutionsController(ResourceController):
         Route("POST", "{id}/re_run", "re_run", {"no_merge": "boolean", **SECRETS}, status=201),
         Route("GET", "{id}", "get_one", {"include_attributes": "array", "exclude_attributes": "array",
                                           "max_result_size": "integer", **SECRETS}),
+        Route("PUT", "{id}", "put", SECRETS),
         Route("DELETE", "{id}", "delete", SECRETS),
     )
 
@@ -216,7 +229,7 @@ class ExecutionsController(ResourceController):
         # and the official CLI reads only the faultstring).
         execution = executions.request(
             self.state.publisher, action_ref, body.get("parameters") or {}, context=context,
-            delay=body.get("delay"), notify=body.get("notify") or None, user=body.get("user") or call.user)
+            delay=body.get("delay"), notify=body.get("notify") or None, user=self._requester(call, body))
         return reply(self.to_api(execution, call), status=201)
 
     @staticmethod
@@ -232,6 +245,13 @@ class ExecutionsController(ResourceController):
             raise ValidationError("Unable to convert st2-context from the headers into JSON.", field="st2-context")
         return context
 
+    def _requester(self, call: Call, body: dict) -> str:
+        """The user an execution runs as: the caller, or the body's user when an admin names one."""
+        user = body.get("user") or call.user
+        if user != call.user and not self.is_admin(call):
+            raise AccessDeniedError('"user" attribute can only be provided by admins when RBAC is enabled')
+        return user
+
     def re_run(self, call: Call) -> webob.Response:
         """POST /executions/{id}/re_run: request the same action again, parameters overlaid; 201."""
         body = execution_api.validate_rerun(call.body())
@@ -240,12 +260,41 @@ class ExecutionsController(ResourceController):
             execution = executions.re_run(
                 self.state.publisher, str(old.pk), body.get("parameters") or {},
                 no_merge=call.query.get("no_merge", False), delay=body.get("delay"),
-                user=body.get("user") or call.user, tasks=body.get("tasks"), reset=body.get("reset"))
+                user=self._requester(call, body), tasks=body.get("tasks"), reset=body.get("reset"))
         except NotFoundError as exc:
             if exc.resource == "action":
                 raise ValidationError(f'Action "{old.action_ref}" cannot be found.', field="action") from None
             raise
         return reply(self.to_api(execution, call), status=201)
+
+    def put(self, call: Call) -> webob.Response:
+        """PUT /executions/{id}: cancel, pause or resume by status; other statuses and results written as given."""
+        body = validate(UPDATE_SCHEMA, call.body())
+        execution = self._execution(call.path["id"])
+        if execution.status in statuses.COMPLETED:
+            raise ValidationError("Execution is already in completed state.", field="status")
+        status, execution_id = body.get("status"), str(execution.pk)
+        publisher = self.state.publisher
+        try:
+            if status in _CANCEL:
+                execution = executions.cancel(publisher, execution_id, user=call.user)
+            elif status in _PAUSE:
+                execution = workflows.pause(publisher, execution_id, user=call.user)
+            elif status == statuses.RESUMING:
+                execution = workflows.resume(publisher, execution_id, user=call.user)
+            elif status is not None:
+                changes = {"result": body["result"]} if "result" in body else {}
+                execution = executions.update_status(
+                    executions.access(publisher), execution, status,
+                    publish_work=status in executions.WORK_STATUSES, **changes)
+            elif "result" in body:
+                execution = self.access().update_if(execution.pk, {"status": execution.status},
+                                                     {"result": body["result"]}) or execution
+        except (ValidationError, TransitionError) as exc:
+            raise ValidationError(f"Failed updating execution. {exc}", field="status") from None
+        LOG.info("execution %s: %s requested by %s (%s)", execution.pk, status or "result update", call.user,
+                 execution.status)
+        return reply(self.to_api(execution, call))
 
     def delete(self, call: Call) -> webob.Response:
         """DELETE /executions/{id}: cancel. A finished one answers 200 with a faultstring, as StackStorm does."""

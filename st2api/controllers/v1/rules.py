@@ -49,7 +49,7 @@ class RulesController(ResourceController):
     routes = (
         Route("GET", "", "get_all", LIST_QUERY),
         Route("POST", "", "post", status=201),
-        Route("POST", "test", "test", SECRETS),
+        Route("POST", "test", "test", SECRETS, reads=True),
         Route("GET", "views", "get_views", LIST_QUERY),
         Route("GET", "views/{ref_or_id}", "get_view", SECRETS),
         Route("GET", "{ref_or_id}", "get_one", SECRETS),

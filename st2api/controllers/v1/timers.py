@@ -8,7 +8,7 @@ from st2api.controllers.base import Call, ResourceController, Route
 from st2common.exceptions import NotFoundError, ValidationError
 from st2common.models.api import trigger as trigger_api
 from st2common.models.db.trigger import TriggerDB
-from st2common.services.triggers import TIMER_TRIGGER_REFS
+from st2common.services.triggertypes import TIMER_TRIGGER_REFS
 
 
 class TimersController(ResourceController):

@@ -11,7 +11,7 @@ from st2api.controllers.base import PAGING, Call, ResourceController, Route, rep
 from st2common.models.api import trigger as trigger_api
 from st2common.models.api.base import parse_isotime
 from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB
-from st2common.services import triggers as trigger_service
+from st2common.services import triggerinstances
 
 LOG = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class TriggerInstancesController(ResourceController):
     def re_emit(self, call: Call) -> dict:
         """POST /triggerinstances/{instance_id}/re_emit: dispatch its payload again as a new instance."""
         original = self.lookup(call.path["instance_id"])
-        instance = trigger_service.re_emit(self.state.publisher, original.pk)
+        instance = triggerinstances.re_emit(self.state.publisher, original.pk)
         LOG.info("trigger instance %s re-emitted as %s by %s", original.pk, instance.pk, call.user)
         # StackStorm's wording, typo included: clients may match on it.
         return {"message": f"Trigger instance {original.pk} succesfully re-sent.",

@@ -17,7 +17,7 @@ from st2api.controllers.base import PAGING, Call, ResourceController, Route, rep
 from st2common.exceptions import ConflictError, NotFoundError, ValidationError
 from st2common.models.api import trigger as trigger_api
 from st2common.models.db.trigger import TriggerDB, TriggerTypeDB, parameters_hash
-from st2common.services import triggers as trigger_service
+from st2common.services import triggers as trigger_service, triggertypes
 
 LOG = logging.getLogger(__name__)
 
@@ -110,11 +110,11 @@ class TriggersController(ResourceController):
 
     def _trigger_type(self, ref: str) -> TriggerTypeDB:
         try:
-            return trigger_service.get_trigger_type(ref)
+            return triggertypes.get_trigger_type(ref)
         except NotFoundError:
             raise ValidationError(f'trigger type "{ref}" is not registered', field="type") from None
 
     @staticmethod
     def _parameters(trigger_type: TriggerTypeDB, parameters, call: Call) -> dict:
-        return trigger_service.validate_parameters(trigger_type, parameters or {},
-                                                   enforce=call.settings.system.validate_trigger_parameters)
+        return triggertypes.validate_parameters(trigger_type, parameters or {},
+                                                enforce=call.settings.system.validate_trigger_parameters)

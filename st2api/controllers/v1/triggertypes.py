@@ -18,11 +18,11 @@ from st2common.exceptions import ConflictError, ValidationError
 from st2common.models.api import trigger as trigger_api
 from st2common.models.db.rule import RuleDB
 from st2common.models.db.trigger import TriggerDB, TriggerTypeDB
-from st2common.services import triggers as trigger_service
+from st2common.services import triggers as trigger_service, triggertypes
 
 LOG = logging.getLogger(__name__)
 
-SYSTEM_PACKS = frozenset({trigger_service.SYSTEM_PACK})
+SYSTEM_PACKS = frozenset({triggertypes.SYSTEM_PACK})
 DEFAULT_PACK = "default"
 
 

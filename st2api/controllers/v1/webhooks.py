@@ -30,7 +30,7 @@ from st2common.exceptions import NotFoundError, ValidationError
 from st2common.models.api import trigger as trigger_api
 from st2common.models.api.base import json_type
 from st2common.models.db.trigger import TriggerDB, parameters_hash
-from st2common.services import triggers as trigger_service
+from st2common.services import triggerinstances, triggertypes
 
 LOG = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class WebhooksController(ResourceController):
 
     def get_all(self, call: Call) -> webob.Response:
         """GET /webhooks: every core.st2.webhook trigger (the CLI reads parameters.url)."""
-        return self.list_response(call, raw={"type": trigger_service.WEBHOOK_TRIGGER_REF})
+        return self.list_response(call, raw={"type": triggertypes.WEBHOOK_TRIGGER_REF})
 
     def get_one(self, call: Call) -> dict:
         """GET /webhooks/{url}: the first trigger registered for the url."""
@@ -100,8 +100,8 @@ class WebhooksController(ResourceController):
                        "body": body}
             context = {"trace_tag": header_tag or default_trace_tag(hook)}
             for trigger in triggers:
-                instance = trigger_service.dispatch(self.state.publisher, trigger.ref, payload,
-                                                    trace_context=context, validate=validate)
+                instance = triggerinstances.dispatch(self.state.publisher, trigger.ref, payload,
+                                                     trace_context=context, validate=validate)
                 LOG.info("webhook %s: trigger instance %s of %s", hook, instance.pk, trigger.ref)
         return reply(body, status=202)
 
@@ -113,8 +113,8 @@ class WebhooksController(ResourceController):
             raise ValidationError("Trigger not specified.", field="trigger")
         tag = body.get("trace_tag") or header_tag or default_trace_tag(SYSTEM_HOOK)
         try:
-            instance = trigger_service.dispatch(self.state.publisher, trigger, body.get("payload") or {},
-                                                trace_context={"trace_tag": tag}, validate=validate)
+            instance = triggerinstances.dispatch(self.state.publisher, trigger, body.get("payload") or {},
+                                                 trace_context={"trace_tag": tag}, validate=validate)
         except NotFoundError as exc:
             # The hook exists; what the body names does not.
             raise ValidationError(str(exc), field="trigger") from None
@@ -122,9 +122,9 @@ class WebhooksController(ResourceController):
 
     def _triggers_for(self, hook: str) -> list[TriggerDB]:
         """The webhook triggers of a url (stored with the url stripped of "/", as the hook is)."""
-        digest = parameters_hash(trigger_service.normalize_parameters(trigger_service.WEBHOOK_TRIGGER_REF,
-                                                                      {"url": hook}))
-        return self.access().query(raw={"type": trigger_service.WEBHOOK_TRIGGER_REF, "parameters_hash": digest},
+        digest = parameters_hash(triggertypes.normalize_parameters(triggertypes.WEBHOOK_TRIGGER_REF,
+                                                                   {"url": hook}))
+        return self.access().query(raw={"type": triggertypes.WEBHOOK_TRIGGER_REF, "parameters_hash": digest},
                                    order_by=("id",))
 
 

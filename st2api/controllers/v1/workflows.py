@@ -22,7 +22,7 @@ class WorkflowsController(Controller):
     """Workflow inspection."""
 
     resource = "workflows"
-    routes = (Route("POST", "inspect", "inspect"),)
+    routes = (Route("POST", "inspect", "inspect", reads=True),)
 
     def inspect(self, call: Call) -> list[dict[str, Any]]:
         """POST /workflows/inspect."""

@@ -122,16 +122,17 @@ def _is_secret(spec: Any) -> bool:
     return isinstance(spec, dict) and spec.get("secret") is True
 
 
-def _has_secrets(spec: Any) -> bool:
+def has_secrets(spec: Any) -> bool:
+    """True when spec, or anything nested in its properties or items, is declared secret."""
     if not isinstance(spec, dict):
         return False
     if _is_secret(spec):
         return True
-    if any(_has_secrets(s) for s in (spec.get("properties") or {}).values()):
+    if any(has_secrets(s) for s in (spec.get("properties") or {}).values()):
         return True
-    if _has_secrets(spec.get("additionalProperties")):
+    if has_secrets(spec.get("additionalProperties")):
         return True
-    return _has_secrets(spec.get("items"))
+    return has_secrets(spec.get("items"))
 
 
 def mask_value(value: Any, spec: Any) -> Any:
@@ -153,23 +154,37 @@ def mask_value(value: Any, spec: Any) -> Any:
     return value
 
 
+def secret_values(value: Any, spec: Any, inside: bool = False) -> list[Any]:
+    """The leaves of value that spec declares secret (what mask_value would mask), for scrubbing."""
+    spec = spec if isinstance(spec, dict) else {}
+    inside = inside or _is_secret(spec)
+    if isinstance(value, dict):
+        props = spec.get("properties") or {}
+        extra = spec.get("additionalProperties")
+        return [leaf for key, item in value.items()
+                for leaf in secret_values(item, props.get(key, extra), inside)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in secret_values(item, spec.get("items"), inside)]
+    return [value] if inside and value not in (None, "") else []
+
+
 def mask_parameters(values: dict | None, schema: dict | None) -> dict:
     """Parameter values with every secret one (per its schema) masked."""
     if not values:
         return values or {}
     schema = schema or {}
-    if not any(_has_secrets(spec) for spec in schema.values()):
+    if not any(has_secrets(spec) for spec in schema.values()):
         return values
     return {name: mask_value(value, schema.get(name)) for name, value in values.items()}
 
 
 def mask_schema_defaults(schema: dict | None) -> dict:
     """A parameter schema with the defaults of secret parameters masked."""
-    if not schema or not any(_has_secrets(spec) for spec in schema.values()):
+    if not schema or not any(has_secrets(spec) for spec in schema.values()):
         return schema or {}
     out = {}
     for name, spec in schema.items():
-        if isinstance(spec, dict) and _has_secrets(spec) and "default" in spec:
+        if isinstance(spec, dict) and has_secrets(spec) and "default" in spec:
             spec = dict(spec, default=mask_value(spec["default"], spec))
         out[name] = spec
     return out
@@ -181,7 +196,7 @@ def restore_masked_defaults(new_schema: dict, old_schema: dict | None) -> dict:
     out = {}
     for name, spec in (new_schema or {}).items():
         old = old_schema.get(name)
-        if (isinstance(spec, dict) and isinstance(old, dict) and _has_secrets(old) and "default" in old
+        if (isinstance(spec, dict) and isinstance(old, dict) and has_secrets(old) and "default" in old
                 and "default" in spec and spec["default"] == mask_value(old["default"], old)):
             spec = dict(spec, default=old["default"])
         out[name] = spec
