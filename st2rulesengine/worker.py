@@ -38,12 +38,13 @@ from st2common.models.db.rule import RuleDB
 from st2common.models.db.trace import COMPONENT_TRIGGER_INSTANCE, TraceDB
 from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB
 from st2common.persistence.access import Access, to_object_id
+from st2common.persistence.batches import Loader
 from st2common.services import trace as trace_service
 from st2common.services import triggerinstances, triggers
 from st2common.transport.consumer import Handler
 from st2common.transport.publisher import Publisher
 from st2rulesengine import matcher
-from st2rulesengine.batches import InstanceLoader, Records
+from st2rulesengine.batches import Records
 from st2rulesengine.enforcer import Enforcer, Occurrence
 from st2rulesengine.index import RuleIndex
 
@@ -78,7 +79,7 @@ class RulesEngine(Handler):
         self.lookups = lookups or dict
         self.enforcer = enforcer or Enforcer(publisher, lookups=self.lookups)
         self.instances = Access(TriggerInstanceDB)
-        self.loader = InstanceLoader(self.instances)
+        self.loader = Loader(self.instances)
         # Ids of the instances this process holds in ``processing`` right now: never stuck.
         self.in_hand: set[str] = set()
 

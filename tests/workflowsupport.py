@@ -19,7 +19,6 @@ from st2actionrunner.cmd import ActionRunnerService
 from st2client.cli import cli
 from st2common import statuses
 from st2common.content import bootstrap
-from st2common.models.db.action import ActionDB
 from st2common.models.db.execution import ExecutionDB
 from st2common.persistence import db as database
 from st2common.persistence.access import Access
@@ -91,10 +90,13 @@ class Platform:
         raise AssertionError(f"task {task_name} of {execution.pk} never got {status}")
 
 
-def start_platform(bus_url: str, tmp_path: Path, embedded_mongo):
-    """wf_pack and core registered; an action runner and a workflow engine consuming here."""
+def start_platform(bus_url: str, tmp_path: Path, embedded_mongo, pack: Path | None = FIXTURE_PACK):
+    """pack (wf_pack by default) and the shipped packs registered, cleanly; an action runner and a
+    workflow engine consuming here."""
     packs = tmp_path / "packs"
-    shutil.copytree(FIXTURE_PACK, packs / "wf_pack")
+    packs.mkdir(exist_ok=True)
+    if pack is not None:
+        shutil.copytree(pack, packs / pack.name)
     settings = make_settings(tmp_path, embedded_mongo, bus_url, {
         "ST2_CONTENT__SYSTEM_PACKS_BASE_PATH": str(REPO / "contrib" / "packs"),
         "ST2_CONTENT__PACKS_BASE_PATHS": str(packs),
@@ -103,7 +105,7 @@ def start_platform(bus_url: str, tmp_path: Path, embedded_mongo):
     publisher = Publisher(make_connection(settings.messaging), Topology(settings.messaging.prefix))
     publisher.declare_work_queues()
     report = bootstrap.register(settings, kinds=["runners", "actions"])
-    assert Access(ActionDB).get(ref="wf_pack.sequential") is not None, report.errors
+    assert not report.errors, report.errors
     platform = Platform(settings, publisher)
     platform.runner.start()
     platform.start_engine()
@@ -128,14 +130,19 @@ def embedded(tmp_path, embedded_mongo):
     yield from start_platform("filesystem://", tmp_path, embedded_mongo)
 
 
-@pytest.fixture
-def api_url(embedded):
-    """The API of the embedded platform on a free port, served in a green thread."""
+def serve_api(platform: Platform):
+    """The platform's API on a free port, served in a green thread, until the generator is closed."""
     sock = eventlet.listen(("127.0.0.1", 0))
-    server = eventlet.spawn(wsgi.server, sock, api_app(embedded.settings, embedded.publisher), log_output=False)
+    server = eventlet.spawn(wsgi.server, sock, api_app(platform.settings, platform.publisher), log_output=False)
     yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     server.kill()
     sock.close()
+
+
+@pytest.fixture
+def api_url(embedded):
+    """The API of the embedded platform on a free port, served in a green thread."""
+    yield from serve_api(embedded)
 
 
 def st2(api_url: str, *args: str):

@@ -9,81 +9,42 @@ until the chain's own execution ends with StackStorm's {tasks, published} result
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from pathlib import Path
 
-import eventlet
 import pytest
 import requests
-from eventlet import wsgi
 
 from st2common import statuses
-from st2common.content import bootstrap
-from st2common.models.db.action import ActionDB
 from st2common.models.db.actionchain import ActionChainExecutionDB
 from st2common.models.db.execution import ExecutionDB
-from st2common.persistence import db as database
 from st2common.persistence.access import Access
 from st2common.services import executions, workflows
 from st2common.services.keyvalues import Datastore
 from st2common.transport.connection import make_connection
-from st2common.transport.publisher import Publisher
-from st2common.transport.topology import Topology
 from st2workflowengine.actionchain import Child
 from st2workflowengine.actionchain.service import ChainService
 from tests.e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
-from testsupport import api_app, make_settings
-from workflowsupport import DEADLINE, REPO, Platform, st2
+from workflowsupport import DEADLINE, REPO, Platform, serve_api, st2, start_platform
 
 CHAIN_PACK = REPO / "tests" / "fixtures" / "packs" / "chain_pack"
-
-
-def start_chain_platform(bus_url: str, tmp_path: Path, embedded_mongo):
-    """chain_pack and core registered; an action runner and a workflow engine consuming here."""
-    packs = tmp_path / "packs"
-    shutil.copytree(CHAIN_PACK, packs / "chain_pack")
-    settings = make_settings(tmp_path, embedded_mongo, bus_url, {
-        "ST2_CONTENT__SYSTEM_PACKS_BASE_PATH": str(REPO / "contrib" / "packs"),
-        "ST2_CONTENT__PACKS_BASE_PATHS": str(packs),
-    })
-    client = database.connect(settings)
-    publisher = Publisher(make_connection(settings.messaging), Topology(settings.messaging.prefix))
-    publisher.declare_work_queues()
-    report = bootstrap.register(settings, kinds=["runners", "actions"])
-    assert Access(ActionDB).get(ref="chain_pack.straight") is not None, report.errors
-    platform = Platform(settings, publisher)
-    platform.runner.start()
-    platform.start_engine()
-    yield platform
-    for engine in platform.engines:
-        engine.stop()
-    platform.runner.stop()
-    publisher.close()
-    client.drop_database(settings.database.db_name)
-    database.disconnect()
 
 
 @pytest.fixture
 def chains(bus_settings, tmp_path, embedded_mongo):
     """The platform on each bus in turn."""
-    yield from start_chain_platform(bus_settings.messaging.url, tmp_path, embedded_mongo)
+    yield from start_platform(bus_settings.messaging.url, tmp_path, embedded_mongo, CHAIN_PACK)
 
 
 @pytest.fixture
 def embedded(tmp_path, embedded_mongo):
     """The platform on the embedded filesystem bus only."""
-    yield from start_chain_platform("filesystem://", tmp_path, embedded_mongo)
+    yield from start_platform("filesystem://", tmp_path, embedded_mongo, CHAIN_PACK)
 
 
 @pytest.fixture
 def api_url(embedded):
     """The API of the embedded platform on a free port, served in a green thread."""
-    sock = eventlet.listen(("127.0.0.1", 0))
-    server = eventlet.spawn(wsgi.server, sock, api_app(embedded.settings, embedded.publisher), log_output=False)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server.kill()
-    sock.close()
+    yield from serve_api(embedded)
 
 
 def nodes(platform: Platform, execution: ExecutionDB) -> list[str]:

@@ -9,17 +9,11 @@ import pytest
 import yaml
 
 from st2common import statuses
-from st2common.content import bootstrap
 from st2common.models.db.action import ActionDB
-from st2common.persistence import db as database
 from st2common.persistence.access import Access
 from st2common.services import workflows
-from st2common.transport.connection import make_connection
-from st2common.transport.publisher import Publisher
-from st2common.transport.topology import Topology
 from st2workflowengine.actionchain import parse
-from testsupport import make_settings
-from workflowsupport import REPO, Platform
+from workflowsupport import REPO, start_platform
 
 EXAMPLES = REPO / "contrib" / "packs" / "examples"
 
@@ -39,25 +33,7 @@ def definition_of(metadata: Path) -> Path:
 @pytest.fixture
 def examples(tmp_path, embedded_mongo):
     """The shipped packs registered; an action runner and a workflow engine consuming here."""
-    settings = make_settings(tmp_path, embedded_mongo, "filesystem://", {
-        "ST2_CONTENT__SYSTEM_PACKS_BASE_PATH": str(REPO / "contrib" / "packs"),
-        "ST2_CONTENT__PACKS_BASE_PATHS": str(tmp_path),
-    })
-    client = database.connect(settings)
-    publisher = Publisher(make_connection(settings.messaging), Topology(settings.messaging.prefix))
-    publisher.declare_work_queues()
-    report = bootstrap.register(settings, kinds=["runners", "actions"])
-    assert [e for e in report.errors if e.pack == "examples"] == []
-    platform = Platform(settings, publisher)
-    platform.runner.start()
-    platform.start_engine()
-    yield platform
-    for engine in platform.engines:
-        engine.stop()
-    platform.runner.stop()
-    publisher.close()
-    client.drop_database(settings.database.db_name)
-    database.disconnect()
+    yield from start_platform("filesystem://", tmp_path, embedded_mongo, pack=None)
 
 
 def test_examples_register_and_pass_inspection(examples):

@@ -7,31 +7,22 @@ from __future__ import annotations
 
 import datetime
 import json
-import shutil
 
-import eventlet
 import pytest
 import requests
 from click.testing import CliRunner
-from eventlet import wsgi
 
 from st2client.cli import cli
 from st2common import statuses
-from st2common.content import bootstrap
 from st2common.exceptions import AccessDeniedError
 from st2common.models.db.base import utcnow
 from st2common.models.db.trigger import TriggerInstanceDB
 from st2common.models.db.workflow import WorkflowExecutionDB
-from st2common.persistence import db as database
 from st2common.persistence.access import Access
 from st2common.services import inquiries, tokens
 from st2common.services.workflows import WorkflowService
-from st2common.transport.connection import make_connection
-from st2common.transport.publisher import Publisher
-from st2common.transport.topology import Topology
-from testsupport import api_app, make_settings
 from tests.e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
-from workflowsupport import REPO, Platform, st2
+from workflowsupport import REPO, serve_api, st2, start_platform
 
 FIXTURE_PACK = REPO / "tests" / "fixtures" / "packs" / "inquiry_pack"
 WORKFLOW = "inquiry_pack.approval"
@@ -40,37 +31,13 @@ WORKFLOW = "inquiry_pack.approval"
 @pytest.fixture
 def platform(tmp_path, embedded_mongo):
     """inquiry_pack and core registered; an action runner and a workflow engine consuming here."""
-    packs = tmp_path / "packs"
-    shutil.copytree(FIXTURE_PACK, packs / "inquiry_pack")
-    settings = make_settings(tmp_path, embedded_mongo, "filesystem://", {
-        "ST2_CONTENT__SYSTEM_PACKS_BASE_PATH": str(REPO / "contrib" / "packs"),
-        "ST2_CONTENT__PACKS_BASE_PATHS": str(packs),
-    })
-    client = database.connect(settings)
-    publisher = Publisher(make_connection(settings.messaging), Topology(settings.messaging.prefix))
-    publisher.declare_work_queues()
-    report = bootstrap.register(settings, kinds=["runners", "actions"])
-    assert not report.errors, report.errors
-    platform = Platform(settings, publisher)
-    platform.runner.start()
-    platform.start_engine()
-    yield platform
-    for engine in platform.engines:
-        engine.stop()
-    platform.runner.stop()
-    publisher.close()
-    client.drop_database(settings.database.db_name)
-    database.disconnect()
+    yield from start_platform("filesystem://", tmp_path, embedded_mongo, FIXTURE_PACK)
 
 
 @pytest.fixture
 def api_url(platform):
     """The API on a free port, served in a green thread (requests without credentials act as the admin)."""
-    sock = eventlet.listen(("127.0.0.1", 0))
-    server = eventlet.spawn(wsgi.server, sock, api_app(platform.settings, platform.publisher), log_output=False)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    server.kill()
-    sock.close()
+    yield from serve_api(platform)
 
 
 def ask(platform, **parameters):
