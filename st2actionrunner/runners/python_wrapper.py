@@ -34,6 +34,7 @@ import traceback  # noqa: E402
 
 from st2common.exceptions import RunnerError  # noqa: E402
 from st2common.runners.base_action import Action, PackConfigDict, action_logger  # noqa: E402
+from st2common.util.process import die_with_parent  # noqa: E402
 
 INVALID_STATUS_EXIT_CODE = 220
 INVALID_STATUS_MESSAGE = (
@@ -159,6 +160,12 @@ def main() -> None:
     parser.add_argument("--request-fd", type=int, required=True)
     parser.add_argument("--response-fd", type=int, required=True)
     args = parser.parse_args()
+    # Die with the action runner that started us (set here, not in a preexec_fn, which
+    # would cost the runner its fast spawn path); a runner already gone means we are orphaned.
+    parent = os.getppid()
+    die_with_parent()()
+    if os.getppid() != parent:
+        sys.exit(1)
     serve(args.pack, args.request_fd, args.response_fd)
 
 

@@ -7,8 +7,6 @@ paths under /tmp and a second instance would refuse to start.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import signal
 import subprocess
@@ -20,6 +18,7 @@ import pymongo
 from pymongo.errors import PyMongoError
 
 from st2common.exceptions import DatabaseError
+from st2common.util import process
 from st2common.util.process import read_pid, stop_pid
 
 LOG = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ class EmbeddedMongo:
             self.process = subprocess.Popen(
                 self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True,
-                preexec_fn=_die_with_parent if die_with_parent else None,
+                preexec_fn=process.die_with_parent(signal.SIGTERM) if die_with_parent else None,
             )
         finally:
             if stdout is None:
@@ -110,11 +109,3 @@ class EmbeddedMongo:
                 pass
         self.pid_file.unlink(missing_ok=True)
 
-
-def _die_with_parent() -> None:
-    """In the child before exec: ask for SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # 1 == PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the caller's own clean-up is all there is

@@ -14,8 +14,9 @@ looking at the records:
 | execution of its action holds a slot                 | (nothing else would wake it)               |
 | ``delayed`` held by a concurrency policy while a slot| nothing: the scheduler re-checks it, and    |
 | holder still runs                                    | the holder's end nudges it                 |
-| WORKER_OWNED (running, pausing, canceling ...) with a| ``abandoned``, result {"error": ...}       |
-| ``runner_info.worker_id`` of a dead or unknown worker |                                            |
+| WORKER_OWNED (running, pausing, canceling ...) with a| ``abandoned``, result {"error": ...}; on the |
+| ``runner_info.worker_id`` of a dead or unknown worker | dead worker's host, the processes carrying  |
+|                                                      | its ST2_ACTION_EXECUTION_ID are killed      |
 
 Every step is safe to repeat and to run in several processes at once: a
 re-published message is a duplicate nudge that idempotent consumers ignore,
@@ -37,6 +38,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 
@@ -52,6 +56,7 @@ from st2common.services import executions
 from st2common.services.policies import policies_of
 from st2common.services.workers import WorkerRegistry
 from st2common.transport.publisher import Publisher
+from st2common.util import process
 
 LOG = logging.getLogger(__name__)
 
@@ -174,6 +179,19 @@ def _abandon_orphans(access: Access[ExecutionDB], worker_registry: WorkerRegistr
         if _move(access, execution, statuses.ABANDONED, result={"error": error}):
             report.abandoned.append(str(execution.pk))
             LOG.warning("sweep: execution %s abandoned (worker %s is dead)", execution.pk, worker_id)
+            if execution.runner_info.get("hostname") == socket.gethostname():
+                _kill_leftovers(str(execution.pk))
+
+
+def _kill_leftovers(execution_id: str) -> None:
+    """Kill what the dead worker's run left behind on this host: every process carrying its execution id."""
+    for pid, command in process.processes_with_env("ST2_ACTION_EXECUTION_ID", execution_id).items():
+        try:
+            os.kill(pid, signal.SIGKILL)
+            LOG.warning("sweep: killed process %d (%s) left by abandoned execution %s", pid, command[:80],
+                        execution_id)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _move(access: Access[ExecutionDB], execution: ExecutionDB, new_status: str, **changes) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 import signal
 import time
@@ -128,3 +131,42 @@ def kill_tree(root: int, grace: float = 1.0) -> bool:
         killed = True
         time.sleep(0.01)
     return killed
+
+
+def die_with_parent(signum: int = signal.SIGKILL):
+    """A preexec_fn: the kernel sends signum to the child when the process that started it dies.
+
+    Linux's PR_SET_PDEATHSIG; it survives exec (but not a set-user-ID one, such
+    as sudo). Elsewhere the child is left to the caller's own clean-up.
+    """
+    return functools.partial(_set_death_signal, signum)
+
+
+def _set_death_signal(signum: int) -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signum)  # 1 == PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def processes_with_env(variable: str, value: str) -> dict[int, str]:
+    """{pid: command line} of every live process whose environment has variable=value (Linux /proc)."""
+    needle = f"{variable}={value}".encode()
+    found = {}
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.name.isdigit() or not pid_alive(int(entry.name)):
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                if needle not in handle.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                found[int(entry.name)] = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+    return found

@@ -26,7 +26,7 @@ import requests
 
 from st2common.supervisor import stop_families
 from st2common.transport.topology import EXCHANGES, WORK_QUEUES
-from st2common.util.process import pid_alive, read_pid
+from st2common.util.process import pid_alive, processes_with_env, read_pid
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("st2api", "st2sensorcontainer", "st2rulesengine", "st2actionrunner", "st2workflowengine")
@@ -54,24 +54,6 @@ def listening(port: int) -> bool:
 def install_pack(name: str, packs_path: Path) -> Path:
     """Copy tests/fixtures/packs/<name> into a packs folder; its path there."""
     return Path(shutil.copytree(TEST_PACKS / name, packs_path / name))
-
-
-def processes_with_env(variable: str, value: str) -> dict[int, str]:
-    """{pid: command line} of every live process whose environment has variable=value."""
-    needle = f"{variable}={value}".encode()
-    found = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or not pid_alive(int(entry.name)):
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                if needle not in handle.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                found[int(entry.name)] = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-    return found
 
 
 class Platform:
