@@ -167,12 +167,16 @@ def caller() -> str:
     """The innermost function of the platform's services on the stack, outside persistence and models."""
     frame = sys._getframe(2)
     skipped = ("st2common/persistence/", "st2common/models/", "site-packages", "/lib/python3")
+    # A batch (st2common/persistence/batches) runs in a green thread of its own: named by its function.
+    outermost = "?"
     while frame is not None:
         path = frame.f_code.co_filename
         if path.startswith(str(REPO)) and not any(part in path for part in skipped):
             return f"{Path(path).relative_to(REPO)}:{frame.f_code.co_name}"
+        if path.startswith(str(REPO / "st2common" / "persistence")):
+            outermost = f"{Path(path).relative_to(REPO)}:{frame.f_code.co_name}"
         frame = frame.f_back
-    return "?"
+    return outermost
 
 
 def profile_mode(bus: str, amqp_url: str, top: int) -> None:

@@ -15,8 +15,9 @@ in four round trips however many executions it holds:
 | the traces the others start     | one insert (``execution-<id>``, ids derived from the     |
 |                                 | executions')                                            |
 | the trigger instances (pending) | one insert, ids derived from the executions'            |
-| the trace links                 | one insert: each execution that started its trace, then |
-|                                 | its instance, caused by the execution                   |
+| the trace links                 | one insert: each execution that started its trace, or   |
+|                                 | joins its parent's (a workflow's child), then its       |
+|                                 | instance, caused by the execution                       |
 
 then one message per instance on trigger_instances_dispatch, as dispatch
 sends it. Every id is derived, so a repeat (a redelivered completion) is a
@@ -88,7 +89,13 @@ class ActionTriggers:
                                          payload=payloads[execution_id], occurrence_time=utcnow(),
                                          status=statuses.TRIGGER_INSTANCE_PENDING)
             instances.append(instance)
-            links = [trace_service.execution_link(execution.pk, execution.action_ref)] if execution_id in started else []
+            if execution_id in started:
+                links = [trace_service.execution_link(execution.pk, execution.action_ref)]
+            elif execution.parent:
+                # A workflow's child carries its parent's trace by id and joins it only now.
+                links = [trace_service.execution_link(execution.pk, execution.action_ref, parent_id=execution.parent)]
+            else:
+                links = []
             links.append(trace_service.trigger_instance_link(instance.pk, trigger.ref, execution_id))
             traces_links.append((started.get(execution_id) or known[execution_id], links))
         try:
@@ -121,6 +128,9 @@ class ActionTriggers:
         """(written together, one by one, execution id -> the stored trace it carries)."""
         carried = {str(e.pk): _carried_trace_id(e) for e in batch if batchable(e)}
         traces = trace_service.get_many(trace_id for trace_id in carried.values() if trace_id)
+        for trace_id, trace in traces.items():
+            # Traces never change: the next children of the same workflow find theirs without a query.
+            trace_service.RECENT.put(trace_id, trace)
         known = {execution_id: traces[trace_id] for execution_id, trace_id in carried.items() if trace_id in traces}
         together, apart = [], []
         for execution in batch:

@@ -168,6 +168,10 @@ class Notifier(Handler):
         """The execution's trace context, its trace made (and the execution linked) when it has none."""
         carried = dict((execution.context or {}).get("trace_context") or {})
         if carried.get("id_"):
+            trace = trace_service.get(carried) if execution.parent else None
+            if trace is not None:
+                # A workflow's child carries its parent's trace by id and joins it only now.
+                trace_service.add_execution(trace, execution.pk, execution.action_ref, parent_id=execution.parent)
             return carried
         if not carried.get("trace_tag") and not execution.parent:
             trace = trace_service.start_for_execution(execution.pk)

@@ -1,7 +1,8 @@
 """The pecan application factory: routing, errors, CORS and request ids around the v1 controllers.
 
-pecan hands every path to RootController._route, which resolves it through the
-Router table (st2api/controllers) and calls the handler with a Call. Errors
+pecan hands every request to RootController.dispatch (RoutedPecan skips pecan's
+own routing), which resolves it through the Router table (st2api/controllers)
+and calls the handler with a Call. Errors
 become ``{"faultstring": ...}`` bodies through st2api/errors.py only. The
 middleware around the app answers OPTIONS (CORS pre-flight, no auth), refuses
 bodies over ``[api] max_body_size`` and puts the CORS headers and
@@ -17,8 +18,10 @@ import uuid
 
 import mongoengine as me
 import pecan
+import pecan.core
 import webob
 from pecan import expose
+from pecan.middleware.recursive import RecursiveMiddleware
 
 from st2api.auth import METHOD_TOKEN, Authenticator
 from st2api.controllers import Router
@@ -73,10 +76,6 @@ class RootController:
         self.router = Router([cls(state) for cls in controllers])
 
     @expose()
-    def _route(self, args, request):
-        return self.dispatch, []
-
-    @expose()
     def dispatch(self):
         request = pecan.request
         request_id = request.environ.get("st2.request_id", "-")
@@ -120,6 +119,27 @@ class RootController:
         api = self.state.settings.api
         response.set_cookie("auth-token", token, max_age=max(0, int(identity.token_expire - time.time())),
                             httponly=True, secure=api.auth_cookie_secure, samesite=api.auth_cookie_same_site)
+
+
+class RoutedPecan(pecan.Pecan):
+    """pecan as the WSGI layer (request and response objects, context locals, hooks) without its routing.
+
+    pecan's find_controller walks the controller tree and its invoke_controller
+    reads the handler's signature (inspect.getfullargspec, twice a request, a
+    tenth of a cheap request's CPU) to drop keyword arguments it does not take.
+    Here the controller is always RootController.dispatch, which takes none and
+    answers a webob Response.
+    """
+
+    def find_controller(self, state):
+        controller = self.root.dispatch
+        context = pecan.core.state
+        context.request, context.response = state.request, state.response
+        context.controller = state.controller = controller
+        return controller, [], {}
+
+    def invoke_controller(self, controller, args, kwargs, state):
+        state.response = controller()
 
 
 class ApiMiddleware:
@@ -175,7 +195,8 @@ def setup_app(settings, publisher: Publisher | None = None, controllers=CONTROLL
         publisher = Publisher(make_connection(settings.messaging), Topology(settings.messaging.prefix))
     state = AppState(settings, publisher)
     root = RootController(state, controllers)
-    app = pecan.make_app(root, debug=False, force_canonical=False, guess_content_type_from_ext=False)
+    # What pecan.make_app builds without debug or error documents, with pecan's routing skipped.
+    app = RecursiveMiddleware(RoutedPecan(root, force_canonical=False, guess_content_type_from_ext=False))
     middleware = ApiMiddleware(app, settings)
     # The routing table, for whoever must see every route (the auth coverage test).
     middleware.router = root.router

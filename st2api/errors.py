@@ -13,6 +13,7 @@ import json
 import logging
 
 import webob
+import webob.exc
 
 from st2common.exceptions import (
     AccessDeniedError, AuthError, BusError, ConfigError, ConflictError, ContentError, DatabaseError,
@@ -21,6 +22,9 @@ from st2common.exceptions import (
 )
 
 LOG = logging.getLogger(__name__)
+
+# json.dumps(body, default=str) without building an encoder per call.
+_encode = json.JSONEncoder(default=str).encode
 
 INTERNAL_ERROR = "Internal Server Error"
 ROUTE_NOT_FOUND = "The resource could not be found."
@@ -52,6 +56,8 @@ STATUS_TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (AuthError, 401),
     (AccessDeniedError, 403),
     (BodyTooLarge, 413),
+    # pecan's Request aborts with this when a query string or header is not valid UTF-8.
+    (webob.exc.HTTPBadRequest, 400),
     (DatabaseError, 503),
     (BusError, 503),
     (ConfigError, 500),
@@ -67,9 +73,9 @@ def status_for(exc: BaseException) -> int | None:
 
 
 def json_response(body, status: int = 200, headers: dict[str, str] | None = None) -> webob.Response:
-    """A JSON response with body serialised compactly."""
-    response = webob.Response(status=status, content_type="application/json", charset="utf-8")
-    response.text = json.dumps(body, default=str)
+    """A JSON response of body (values JSON cannot hold are written as their str())."""
+    response = webob.Response(body=_encode(body).encode(), status=status, content_type="application/json",
+                              charset="utf-8")
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

@@ -136,6 +136,15 @@ def release(execution_id: str, result: "RunResult") -> "RunResult":
     return replace(result, result=scrubber.value(result.result))
 
 
+def keep(key: str, scrubber: Scrubber | None) -> None:
+    """Register (or, given None, forget) a Scrubber under key for the log filter, outside any run."""
+    if scrubber:
+        _ACTIVE[key] = scrubber
+        _install_log_filter()
+    else:
+        _ACTIVE.pop(key, None)
+
+
 def scrub_active(text: str) -> str:
     """text with the secrets of every run in progress in this process replaced."""
     for scrubber in list(_ACTIVE.values()):

@@ -14,7 +14,8 @@
 
 Every execution write arrives on the update queue. An update that announces a
 status nothing here acts on (requested, scheduled, delayed; the first running of
-a plain child this engine requested) is dropped unread;
+a plain child this engine requested), or an execution with no parent that is no
+workflow (its message names both), is dropped unread;
 the others cost one read of the few fields events need, and are dropped when the
 record has moved past the announced status (the update of its new status
 follows: a noop's "running" update would otherwise find it succeeded and apply
@@ -79,6 +80,14 @@ def is_workflow(execution: ExecutionDB) -> bool:
         workflows.ORQUESTA, *registry.ALIASES)
 
 
+def outside_workflows(body: dict[str, Any]) -> bool:
+    """True for the update of an execution that is neither a workflow nor in one (as its message says)."""
+    if body.get("parent") is not False or "runner" not in body:
+        return False
+    runner = body["runner"]
+    return registry.ALIASES.get(runner, runner) not in registry.WORKFLOW_RUNNERS
+
+
 def resumed(execution: ExecutionDB) -> bool:
     """True when a running execution was paused or pending before (an answered inquiry, a resume)."""
     if execution.status != statuses.RUNNING:
@@ -115,7 +124,8 @@ class ExecutionUpdateHandler(Handler):
 
     def handle(self, body: dict[str, Any]) -> None:
         announced = body.get("status")
-        if announced in IGNORED_STATUSES or (announced == statuses.RUNNING and self.service.first_run(body.get("id"))):
+        if announced in IGNORED_STATUSES or outside_workflows(body) or (
+                announced == statuses.RUNNING and self.service.first_run(body.get("id"))):
             return
         execution = _load(self.service, body.get("id"), UPDATE_FIELDS)
         if execution is None or (announced is not None and execution.status != announced):

@@ -19,6 +19,7 @@ import jinja2
 import jsonpath_ng
 
 from st2common.exceptions import NotFoundError, StackStormBaseException
+from st2common.expressions import secrets
 from st2common.templating.filters import (
     basename, dirname, from_json_string, from_yaml_string, json_escape, regex_match, regex_replace,
     regex_search, regex_substring, to_human_time_from_seconds, to_json_string, to_yaml_string,
@@ -188,11 +189,28 @@ def st2kv_(context: Any, key: str, decrypt: bool = False, **kwargs: Any) -> Any:
     elif not user:
         raise ExpressionEvaluationException("Could not get user from context.")
     try:
-        return runtime.kv_lookup(name, scope, user, decrypt)
+        value = runtime.kv_lookup(name, scope, user, decrypt)
     except NotFoundError as exc:
         if "default" in kwargs:
             return kwargs["default"]
         raise ExpressionEvaluationException(str(exc)) from exc
+    if decrypt:
+        _record_secret(runtime, value, scope, name, user)
+    return value
+
+
+def _record_secret(runtime: Runtime, value: Any, scope: str, name: str, user: str | None) -> None:
+    """Record a decrypted value so the engine keeps it out of what it stores (expressions.secrets).
+
+    Only an item stored encrypted reads differently without decrypt: a plain item asked for with
+    decrypt is no secret, and naming it in a decrypt_kv template would fail the child.
+    """
+    try:
+        stored = runtime.kv_lookup(name, scope, user, False)
+    except NotFoundError:
+        return
+    if stored != value:
+        secrets.record(value, scope, name, user)
 
 
 def json_(value: str) -> Any:

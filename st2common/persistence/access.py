@@ -7,7 +7,8 @@ and the embedded nx-27017 server (see docs/mongodb-compat.md): compiled
 patterns (mongoengine's ``__startswith``, ``__icontains`` ...) are rewritten
 into ``$regex`` strings; counts go through the ``count`` command, or count ids
 when the filter holds an ObjectId; projections keep to top-level fields; lists
-are appended by a conditional rewrite, never ``$push``.
+of objects are appended by a conditional rewrite, never ``$push`` (lists of
+scalars may be: ``push``).
 """
 
 from __future__ import annotations
@@ -324,6 +325,31 @@ class Access(Generic[T]):
             self.publish(UPDATE, doc)
         return doc
 
+    def set_if(self, doc_id: Any, expected: dict[str, Any], changes: dict[str, Any]) -> bool:
+        """update_if for a caller that needs no copy back: True when the document matched and was changed.
+
+        Nothing is published and no document is read back, so the caller
+        saves turning the stored document into an object again.
+        """
+        oid = to_object_id(doc_id)
+        if oid is None:
+            return False
+        update = {f"set__{name}": value for name, value in changes.items() if value is not None}
+        update.update({f"unset__{name}": True for name, value in changes.items() if value is None})
+        if "revision" in self.model._fields:
+            update["inc__revision"] = 1
+        try:
+            query = self._queryset({"id": oid, **expected}, None)._query
+            result = self.model._get_collection().update_one(
+                query, portable_update(transform.update(self.model, **update)))
+        except DuplicateKeyError as exc:
+            raise ConflictError(f"{self.resource_type} {doc_id} would clash with an existing one: {exc}") from exc
+        except DB_ERRORS as exc:
+            raise DatabaseError(f"updating {self.resource_type} {doc_id}: {exc}") from exc
+        finally:
+            _written(self.model)
+        return result.matched_count == 1
+
     def append(self, doc_id: Any, field: str, items: list, expected: dict[str, Any] | None = None,
                publish: bool = False, attempts: int = 50) -> T | None:
         """Append items to a list field; None when expected no longer holds.
@@ -343,6 +369,26 @@ class Access(Generic[T]):
             if updated is not None:
                 return updated
         raise DatabaseError(f"appending to {self.resource_type} {doc_id}.{field}: too much contention")
+
+    def push(self, doc_id: Any, field: str, items: list) -> bool:
+        """Append scalar items to a list field in one write, no read; False when there is no such document.
+
+        The list must hold scalars (``$push`` of objects breaks on nx-27017:
+        append rewrites those). The revision moves on as with append.
+        """
+        oid = to_object_id(doc_id)
+        if oid is None:
+            return False
+        update: dict[str, Any] = {"$push": {field: {"$each": list(items)}}}
+        if "revision" in self.model._fields:
+            update["$inc"] = {"revision": 1}
+        try:
+            result = self.model._get_collection().update_one({"_id": oid}, update)
+        except DB_ERRORS as exc:
+            raise DatabaseError(f"appending to {self.resource_type} {doc_id}.{field}: {exc}") from exc
+        finally:
+            _written(self.model)
+        return result.matched_count == 1
 
     def insert_many(self, docs: list[T], reload: bool = True) -> list[T]:
         """Bulk insert of validated documents; no events are published (registration, imports).

@@ -22,9 +22,11 @@ stored truncated, never rejected: the result becomes
 short scalar fields (return_code, succeeded, failed, status_code ...) so the
 outcome stays readable.
 
-A status change's update event carries the new status beside the id, so a
-consumer that acts only on some statuses (the notifier: completed ones) can
-pass over the others without reading the record; the record stays the truth.
+A status change's update event carries the new status beside the id, and
+whether the execution has a parent and the name of its runner, so a consumer
+that acts only on some statuses (the notifier: completed ones) or only on
+workflows and their children (the workflow engine) can pass over the others
+without reading the record; the record stays the truth.
 
 The action and runner type a request names are read through ``LOOKUPS``, a
 RecordCache (st2common/persistence/cache.py): a write through Access in this
@@ -106,7 +108,9 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     if updated is None:
         raise StaleRecordError(f"execution {execution.pk} is no longer {old_status!r}")
     LOG.debug("execution %s: %s -> %s", execution.pk, old_status, new_status)
-    access.publish(UPDATE, updated, status=new_status)
+    # Whether it has a parent and its runner let consumers that follow only workflows pass it over unread.
+    access.publish(UPDATE, updated, status=new_status, parent=bool(updated.parent),
+                   runner=(updated.runner or {}).get("name"))
     if publish_work and access.publisher is not None:
         access.publisher.publish(WORK_EXCHANGE, new_status, {"id": str(updated.pk)})
     return updated
@@ -175,7 +179,7 @@ def _check_delay(delay: Any) -> int | None:
 def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | None = None, *,
             context: dict[str, Any] | None = None, delay: int | None = None, parent: str | None = None,
             notify: dict[str, Any] | None = None, trace_tag: str | None = None,
-            user: str | None = None,
+            user: str | None = None, parent_user: str | None = None,
             origin: Callable[[ExecutionDB], dict[str, Any]] | None = None) -> ExecutionDB:
     """Validate a request for action_ref, store it as ``requested`` and tell the scheduler.
 
@@ -183,17 +187,25 @@ def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | 
     rule, trigger, trigger_type and trigger_instance). NotFoundError names an
     unknown action; ParameterError names a parameter that is unknown,
     immutable, of the wrong type, missing or fails to render.
+    parent_user, from a caller that holds the parent's context (the workflow
+    engine), spares reading the parent; a parent that turns out not to exist
+    is then found when its children list is written (NotFoundError, the
+    child deleted).
     """
     action, runner = _load_action(action_ref)
     delay = _check_delay(delay)
     executions = access(publisher)
     ctx = dict(context or {})
-    parent_doc = None
+    parent_id = None
     if parent:
-        parent_doc = executions.get_by_id(parent)
-        ctx["parent"] = {**dict(ctx.get("parent") or {}), "execution_id": str(parent_doc.pk)}
+        if parent_user:
+            parent_id = str(parent)
+        else:
+            parent_doc = executions.get_by_id(parent)
+            parent_id, parent_user = str(parent_doc.pk), (parent_doc.context or {}).get("user")
+        ctx["parent"] = {**dict(ctx.get("parent") or {}), "execution_id": parent_id}
         # A child runs on behalf of whoever started its parent (StackStorm's rule).
-        user = (parent_doc.context or {}).get("user") or user
+        user = parent_user or user
     ctx["user"] = user or ctx.get("user") or SYSTEM_USER
     ctx.setdefault("pack", action["pack"])
     if trace_tag:
@@ -204,15 +216,16 @@ def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | 
     now = utcnow()
     execution = ExecutionDB(
         status=statuses.REQUESTED, action_ref=action["ref"], action=action, runner=runner,
-        parameters=live, context=ctx, parent=str(parent_doc.pk) if parent_doc else None, delay=delay,
+        parameters=live, context=ctx, parent=parent_id, delay=delay,
         notify=dict(notify or action["notify"] or {}), log=[{"status": statuses.REQUESTED, "timestamp": now}],
         start_timestamp=now,
     )
     for name, value in (origin(execution) if origin else {}).items():
         setattr(execution, name, value)
     executions.add_or_update(execution)
-    if parent_doc is not None:
-        executions.append(parent_doc.pk, "children", [str(execution.pk)])
+    if parent_id is not None and not executions.push(parent_id, "children", [str(execution.pk)]):
+        executions.delete(execution, publish=False)
+        raise NotFoundError("execution", parent_id, f'Parent execution "{parent_id}" cannot be found.')
     publisher.publish(WORK_EXCHANGE, statuses.REQUESTED, {"id": str(execution.pk)})
     LOG.info("execution %s of %s requested by %s", execution.pk, action["ref"], ctx["user"])
     return execution

@@ -18,6 +18,7 @@ apart by the compare-and-set alone.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -31,6 +32,7 @@ import eventlet
 
 from st2common import statuses
 from st2common.exceptions import StackStormBaseException, StaleRecordError
+from st2common.expressions import secrets
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.workflow import TaskExecutionDB, WorkflowExecutionDB
@@ -79,7 +81,19 @@ def state_fields(conductor: WorkflowConductor) -> dict[str, Any]:
               "output": conductor.get_workflow_output(), "input": conductor.input, "updated_at": utcnow()}
     if status in statuses.COMPLETED:
         fields.update(end_timestamp=fields["updated_at"], pending=None)
-    return fields
+    # Secrets decrypted by expressions are written sealed or masked; the conductor in memory keeps them.
+    return secrets.stored(fields, (conductor.context.get("st2") or {}).get("user"))
+
+
+def _written(workflow: WorkflowExecutionDB, fields: dict[str, Any]) -> WorkflowExecutionDB:
+    """A copy of workflow as set_if of fields stored it (an earlier outcome keeps its own copy)."""
+    updated = copy.copy(workflow)
+    updated._changed_fields = []
+    for name, value in fields.items():
+        setattr(updated, name, value)
+    updated.revision = (workflow.revision or 0) + 1
+    updated._changed_fields = []
+    return updated
 
 
 def _descriptor(task: NextTask, action) -> dict[str, Any]:
@@ -164,9 +178,10 @@ class WorkflowRecords:
                 if fields["status"] not in statuses.COMPLETED:
                     carried = [p for p in (plain(workflow.pending) or []) if still_requested(conductor, p)]
                     fields["pending"] = carried + [_descriptor(t, a) for t in next_tasks for a in t.actions] or None
-                updated = self.workflows.update_if(workflow.pk, {"revision": workflow.revision}, fields,
-                                                   publish=False)
-                if updated is not None:
+                # The write's own copy back would cost a conversion of the whole record: the held
+                # one takes the written values instead (the same values a read would give).
+                if self.workflows.set_if(workflow.pk, {"revision": workflow.revision}, fields):
+                    updated = _written(workflow, fields)
                     self._hold(key, updated, conductor)
                     return Outcome(updated, conductor, old_status, next_tasks)
                 if held is None:
@@ -225,7 +240,7 @@ class WorkflowRecords:
         changes: dict[str, Any] = {"status": status}
         if status in statuses.COMPLETED:
             changes.update(result=result, end_timestamp=child.end_timestamp or utcnow())
-        self.tasks.update_if(task.pk, {}, changes, publish=False)
+        self.tasks.set_if(task.pk, {}, changes)
         task.status = status
 
     def task_execution(self, workflow: WorkflowExecutionDB, task: NextTask) -> TaskExecutionDB:

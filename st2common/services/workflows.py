@@ -39,6 +39,7 @@ from bson import ObjectId
 from st2common import statuses
 from st2common.exceptions import (NotFoundError, ParameterError, StaleRecordError, TransitionError,
                                   ValidationError)
+from st2common.expressions import secrets
 from st2common.models.api.base import isotime
 from st2common.models.db.action import ActionDB
 from st2common.models.db.execution import ExecutionDB
@@ -48,6 +49,7 @@ from st2common.persistence.access import Access
 from st2common.persistence.cache import RecordCache
 from st2common.runners import registry
 from st2common.services import executions
+from st2common.services import trace as trace_service
 # plain, kv_lookup, conductor_of and still_requested are used through this module too.
 from st2common.services.workflow_records import (CAS_ATTEMPTS, Outcome, WorkflowRecords, conductor_of,  # noqa: F401
                                                  kv_lookup, plain, state_fields, still_requested)
@@ -223,6 +225,23 @@ def resume(publisher: Publisher, execution_id: str, user: str | None = None) -> 
     raise StaleRecordError(f"execution {execution_id} kept changing while being resumed")
 
 
+def child_trace_context(own: dict[str, Any], execution_id: str) -> dict[str, str] | None:
+    """The trace a workflow's children join, named by id (their action triggers then need no lookup).
+
+    The workflow's own trace when its context names it by id (a rule, or a
+    parent workflow, started it); for a workflow started on its own, the trace
+    its completion starts (``execution-<id>``, made now under the same derived
+    id). None when only lookups find it (a trace tag, a parent outside
+    Orquesta): the notifier finds it then, as before.
+    """
+    carried = own.get("trace_context")
+    if isinstance(carried, dict) and carried.get("id_"):
+        return {"id_": str(carried["id_"]), "trace_tag": carried.get("trace_tag")}
+    if carried or own.get("parent"):
+        return None
+    return trace_service.trace_context(trace_service.start_for_execution(execution_id))
+
+
 class WorkflowService(WorkflowRecords):
     """The engine's side: runs workflows forward as their children change."""
 
@@ -356,7 +375,7 @@ class WorkflowService(WorkflowRecords):
         """
         failures = []
         for task in next_tasks:
-            record = self.task_execution(workflow, task)
+            record = self.task_execution(workflow, secrets.recorded_task(task))
             for action in task.actions:
                 if only_missing is not None and (str(record.pk), action.item_id) in only_missing:
                     continue
@@ -383,11 +402,16 @@ class WorkflowService(WorkflowRecords):
             orquesta["item_id"] = action.item_id
         child_context = {"pack": st2.get("pack"), "user": st2.get("user"), "parent": parent, "orquesta": orquesta}
         notify = workflow.notify or {}
-        trace_tag = (own.get("trace_context") or {}).get("trace_tag")
+        trace = child_trace_context(own, workflow.action_execution)
+        trace_tag = None
+        if trace is not None:
+            child_context["trace_context"] = trace
+        else:
+            trace_tag = (own.get("trace_context") or {}).get("trace_tag")
         delay = int(round(task.delay * 1000)) if task.delay else None
         child = executions.request(
             self.publisher, action.action, dict(action.input or {}), context=child_context, delay=delay,
-            parent=workflow.action_execution, user=st2.get("user"), trace_tag=trace_tag,
+            parent=workflow.action_execution, user=st2.get("user"), parent_user=st2.get("user"), trace_tag=trace_tag,
             notify=dict(notify.get("config") or {}) if task.task_id in (notify.get("tasks") or []) else None)
         runner = (child.runner or {}).get("name")
         if registry.ALIASES.get(runner, runner) not in registry.WORKFLOW_RUNNERS:

@@ -5,15 +5,20 @@ Every function takes a ``Runtime`` (or builds one over given variables) and
 returns plain data, raising ``ExpressionEvaluationException`` (or
 ``RenderError`` for a value of the wrong type); ``error_entry`` turns either
 into StackStorm's error shape.
+
+Datastore secrets decrypted while rendering (``st2kv(..., decrypt=true)``) leave
+here sealed or masked (st2common.expressions.secrets): a child's input names
+the item in a ``decrypt_kv`` template, the output and error messages show
+``********``; the variables the conductor keeps in memory stay clear.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from st2common import expressions
-from st2common.expressions import ExpressionEvaluationException, Runtime
+from st2common.expressions import ExpressionEvaluationException, Runtime, secrets
 from st2workflowengine.orquesta.spec import ItemsSpec, TaskSpec, TransitionSpec, WorkflowSpec
 
 
@@ -23,7 +28,7 @@ class RenderError(ExpressionEvaluationException):
 
 def error_entry(exc: Exception, **where: Any) -> dict[str, Any]:
     """StackStorm's error record: ``{type: error, message: "Class: text", task_id?, route?, ...}``."""
-    entry = {"type": "error", "message": f"{type(exc).__name__}: {exc}"}
+    entry = {"type": "error", "message": secrets.mask(f"{type(exc).__name__}: {exc}")}
     entry.update({k: v for k, v in where.items() if v is not None})
     return entry
 
@@ -67,7 +72,7 @@ def render_output(spec: WorkflowSpec, variables: dict[str, Any],
         return None, []
     errors: list[dict[str, Any]] = []
     output = _assign(spec.output, dict(variables), runtime, errors)
-    return output, errors
+    return secrets.mask(output), errors
 
 
 def publish(transition: TransitionSpec, variables: dict[str, Any],
@@ -138,7 +143,13 @@ def action(task: TaskSpec, runtime: Runtime) -> tuple[str, dict[str, Any]]:
             raise RenderError(f'The input of task "{task.name}" does not render to a dict: {rendered!r}.')
     for name, value in task.inline_input:
         rendered[name] = expressions.evaluate(value, runtime)
-    return ref.strip(), rendered
+    return ref.strip(), secrets.seal(rendered, _user(runtime))
+
+
+def _user(runtime: Runtime) -> str | None:
+    """The workflow's user: the one a child runs as, whose items its templates read."""
+    st2 = runtime.variables.get("st2")
+    return st2.get("user") if isinstance(st2, Mapping) else None
 
 
 def retry_applies(task: TaskSpec, runtime: Runtime, status: str, tally: int,

@@ -56,11 +56,27 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def stored(doc, name: str) -> Any:
+    """A document's field value as loaded (None when absent).
+
+    Reads the document's data past mongoengine's field descriptor, which on
+    every read walks a dict or list field looking for references to
+    dereference (there are none in these documents) and wraps it for change
+    tracking: most of the cost of rendering a list of executions. Names that
+    are not stored fields (properties) go through getattr.
+    """
+    data = getattr(doc, "_data", None)
+    if data is not None and name in data and name in doc._fields:
+        return data[name]
+    return getattr(doc, name, None)
+
+
 def document_dict(doc, fields: Iterable[str]) -> dict[str, Any]:
     """The named fields of a mongoengine document as a JSON-ready dict, id first, nulls dropped."""
-    out: dict[str, Any] = {"id": str(doc.pk)} if doc.pk is not None else {}
+    pk = doc.pk
+    out: dict[str, Any] = {"id": str(pk)} if pk is not None else {}
     for name in fields:
-        value = getattr(doc, name, None)
+        value = stored(doc, name)
         if value is not None:
             out[name] = jsonable(value)
     return out

@@ -11,7 +11,8 @@ from typing import Any
 
 from st2common.content.schemas import normalize_output_schema
 from st2common.models.api.base import (
-    isotime, jsonable, mask_parameters, mask_schema_defaults, mask_value, merged_parameter_schema, validate,
+    isotime, jsonable, mask_parameters, mask_schema_defaults, mask_value, merged_parameter_schema, stored,
+    validate,
 )
 from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
 
@@ -67,15 +68,15 @@ RERUN_SCHEMA: dict[str, Any] = {
 
 def parameter_schema(execution: ExecutionDB) -> dict[str, Any]:
     """The merged runner + action parameter schema the execution was requested with."""
-    action = execution.action or {}
-    runner = execution.runner or {}
+    action = stored(execution, "action") or {}
+    runner = stored(execution, "runner") or {}
     return merged_parameter_schema(runner.get("runner_parameters"), action.get("parameters"))
 
 
 def mask_result(execution: ExecutionDB, result: Any) -> Any:
     """result with the secret properties of the output schema (under the runner's output key) masked."""
-    action = execution.action or {}
-    runner = execution.runner or {}
+    action = stored(execution, "action") or {}
+    runner = stored(execution, "runner") or {}
     if not isinstance(result, dict):
         return result
     output_schema = normalize_output_schema(action.get("output_schema") or runner.get("output_schema"))
@@ -95,7 +96,7 @@ def to_api(execution: ExecutionDB, mask_secrets: bool = True, web_url_base: str 
     """execution as GET /executions/{id} shows it: ISO timestamps, elapsed_seconds, liveaction, secrets masked."""
     data: dict[str, Any] = {"id": str(execution.pk)}
     for name in FIELDS:
-        data[name] = jsonable(getattr(execution, name, None))
+        data[name] = jsonable(stored(execution, name))
     action = data.get("action") or {}
     if isinstance(action.get("runner_type"), dict):
         data["action"] = dict(action, runner_type=action["runner_type"].get("name"))
@@ -122,13 +123,13 @@ def to_api(execution: ExecutionDB, mask_secrets: bool = True, web_url_base: str 
 
 def _liveaction(execution: ExecutionDB, data: dict[str, Any]) -> dict[str, Any]:
     """StackStorm's liveaction sub-object, derived from the one record."""
-    runner_name = (execution.runner or {}).get("name")
+    runner_name = (stored(execution, "runner") or {}).get("name")
     live = {
         "id": data["id"],
         "action": execution.action_ref or (data.get("action") or {}).get("ref"),
         "parameters": data.get("parameters") or {},
         "callback": {},
-        "runner_info": jsonable(execution.runner_info) or {},
+        "runner_info": jsonable(stored(execution, "runner_info")) or {},
         "action_is_workflow": runner_name in WORKFLOW_RUNNERS,
     }
     if data.get("notify"):
@@ -140,8 +141,8 @@ def attribute(execution: ExecutionDB, name: str, mask_secrets: bool = True) -> A
     """One attribute for GET /executions/{id}/attribute/{name} (``action__pack`` is action.pack)."""
     if "__" in name:
         head, _, tail = name.partition("__")
-        return (jsonable(getattr(execution, head, None)) or {}).get(tail)
-    value = jsonable(getattr(execution, name, None))
+        return (jsonable(stored(execution, head)) or {}).get(tail)
+    value = jsonable(stored(execution, name))
     if name == "result" and mask_secrets:
         value = mask_result(execution, value)
     return value

@@ -1,0 +1,197 @@
+"""CPU cost of the API's common requests, served in-process (WSGI calls, no sockets).
+
+    .venv/bin/python bench/api.py                         # this tree only
+    .venv/bin/python bench/api.py --baseline HEAD~1       # interleaved with the tree of a commit
+    .venv/bin/python bench/api.py --baseline /tmp/other   # ... or with another checkout
+    .venv/bin/python bench/api.py --profile /tmp/api.prof # a cProfile of this tree's requests
+
+Times, with a token (cached after the first request), POST /v1/executions of
+core.noop, GET /v1/executions/<id>, GET /v1/executions?limit=50 and
+GET /v1/actions. Each variant (this tree, and the baseline commit exported with
+``git archive``) runs in a worker process of its own against one embedded
+database; the workers take turns, a few rounds at a time, and the kinds
+alternate within a round, so load elsewhere on the shared machine hits all
+alike. Nothing consumes the bus: posted executions stay ``requested``, so only
+the API's own work is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("POST /v1/executions (core.noop)", "GET /v1/executions/<id>", "GET /v1/executions?limit=50",
+         "GET /v1/actions")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- worker: one tree's API app, timed on demand ------------------------------------------
+
+
+def worker(tree: Path, host: str, port: int, db_name: str, folder: Path, profile: str | None) -> None:
+    """Serve `rounds` lines from stdin with a JSON line of samples each; the API code comes from tree."""
+    sys.path.insert(0, str(tree))
+    import webob
+
+    from st2api.app import setup_app
+    from st2common import config
+    from st2common.content import register
+    from st2common.persistence import db as database
+    from st2common.services import tokens
+
+    env = {"ST2_SYSTEM__BASE_PATH": str(folder), "ST2_MESSAGING__URL": "filesystem://",
+           "ST2_MESSAGING__FILESYSTEM_PATH": str(folder / "bus"), "ST2_DATABASE__HOST": host,
+           "ST2_DATABASE__PORT": str(port), "ST2_DATABASE__DB_NAME": db_name,
+           "ST2_CONTENT__SYSTEM_PACKS_BASE_PATH": str(tree / "contrib" / "packs")}
+    settings = config.load(path=None, env=env)
+    database.connect(settings)
+    register(settings, kinds=["runners", "actions"])
+    headers = {"X-Auth-Token": tokens.issue(settings, settings.system_user.user)[1]}
+    app = setup_app(settings)
+    body = json.dumps({"action": "core.noop"}).encode()
+    post_headers = {**headers, "Content-Type": "application/json"}
+    first = webob.Request.blank("/v1/executions", method="POST", body=body, headers=post_headers)
+    execution_id = first.get_response(app).json["id"]
+    makers = dict(zip(KINDS, (
+        lambda: webob.Request.blank("/v1/executions", method="POST", body=body, headers=post_headers),
+        lambda: webob.Request.blank(f"/v1/executions/{execution_id}", headers=headers),
+        lambda: webob.Request.blank("/v1/executions?limit=50", headers=headers),
+        lambda: webob.Request.blank("/v1/actions", headers=headers),
+    )))
+
+    def rounds(count: int) -> dict[str, list[float]]:
+        samples: dict[str, list[float]] = {name: [] for name in KINDS}
+        for _ in range(count):
+            for name, make in makers.items():
+                request = make()
+                started = time.perf_counter()
+                response = request.get_response(app)
+                samples[name].append((time.perf_counter() - started) * 1000)
+                assert response.status_int < 300, (name, response.status, response.text[:200])
+        return samples
+
+    rounds(20)  # warm: token cache, action lookups, connections
+    print("ready", flush=True)
+    profiler = cProfile.Profile() if profile else None
+    for line in sys.stdin:
+        count = int(line)
+        if profiler:
+            profiler.enable()
+        samples = rounds(count)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        print(json.dumps(samples), flush=True)
+    database.connect(settings).drop_database(db_name)
+    database.disconnect()
+
+
+# -- driver ---------------------------------------------------------------------------------
+
+
+def export(ref: str, into: Path) -> Path:
+    """The tracked files of commit ref, unpacked under into."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def start_worker(tree: Path, host: str, port: int, name: str, folder: Path, profile: str | None):
+    folder.mkdir()
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree), "--db-host", host,
+               "--db-port", str(port), "--db-name", name, "--folder", str(folder)]
+    if profile:
+        command += ["--profile", profile]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if line.strip() != "ready":
+        raise RuntimeError(f"worker for {tree} failed to start")
+    return process
+
+
+def report(samples: dict[str, dict[str, list[float]]]) -> None:
+    variants = list(samples)
+    print("| request | " + " | ".join(f"{v} median ms | {v} p95 ms" for v in variants) + " |")
+    print("| ------- |" + " ---: | ---: |" * len(variants))
+    for kind in KINDS:
+        cells = []
+        for variant in variants:
+            ordered = sorted(samples[variant][kind])
+            p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
+            cells.append(f"{statistics.median(ordered):.2f} | {p95:.2f}")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="requests of each kind per variant")
+    parser.add_argument("--turn", type=int, default=10, help="rounds a worker runs before the other's turn")
+    parser.add_argument("--baseline", help="a folder holding another tree, or a git commit (exported), to compare with")
+    parser.add_argument("--profile", help="write a cProfile of this tree's requests here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--db-host", help=argparse.SUPPRESS)
+    parser.add_argument("--db-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--db-name", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(Path(args.worker), args.db_host, args.db_port, args.db_name, Path(args.folder), args.profile)
+        return 0
+
+    sys.path.insert(0, str(ROOT))
+    from st2common.persistence.embedded import EmbeddedMongo
+
+    with tempfile.TemporaryDirectory() as raw:
+        folder = Path(raw)
+        trees = {"this tree": ROOT}
+        if args.baseline and Path(args.baseline).is_dir():
+            trees = {"baseline": Path(args.baseline).resolve(), **trees}
+        elif args.baseline:
+            trees = {args.baseline: export(args.baseline, Path(tempfile.mkdtemp(dir=folder))), **trees}
+        mongo = EmbeddedMongo(folder / "db.sqlite", free_port(), folder)
+        mongo.start(die_with_parent=True)
+        workers = {}
+        try:
+            for index, (name, tree) in enumerate(trees.items()):
+                profile = args.profile if tree == ROOT else None
+                workers[name] = start_worker(tree, mongo.host, mongo.port, f"st2bench_api_{index}",
+                                             folder / f"worker{index}", profile)
+            samples = {name: {kind: [] for kind in KINDS} for name in workers}
+            done = 0
+            while done < args.requests:
+                turn = min(args.turn, args.requests - done)
+                for name, process in workers.items():
+                    process.stdin.write(f"{turn}\n")
+                    process.stdin.flush()
+                    for kind, values in json.loads(process.stdout.readline()).items():
+                        samples[name][kind].extend(values)
+                done += turn
+        finally:
+            for process in workers.values():
+                process.stdin.close()
+                process.wait(timeout=60)
+            mongo.stop()
+    report(samples)
+    print(f"\n{args.requests} requests of each kind per variant, {os.cpu_count()} cpus, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
