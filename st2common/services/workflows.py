@@ -206,6 +206,16 @@ def pause(publisher: Publisher, execution_id: str, user: str | None = None) -> E
     raise StaleRecordError(f"execution {execution_id} kept changing while being paused")
 
 
+def resume_paused_parent(access, parent_id: str) -> None:
+    """A resumed subworkflow (or chain) resumes the paused workflow above it."""
+    try:
+        parent = access.get_by_id(parent_id)
+        if parent.status == statuses.PAUSED:
+            executions.update_status(access, parent, statuses.RESUMING, publish_work=False)
+    except (NotFoundError, StaleRecordError, TransitionError) as exc:
+        LOG.debug("parent %s not resumed: %s", parent_id, exc)
+
+
 def resume(publisher: Publisher, execution_id: str, user: str | None = None) -> ExecutionDB:
     """Ask a paused workflow execution to resume (``resuming``); running or resuming already: unchanged."""
     access = executions.access(publisher)
@@ -482,7 +492,7 @@ class WorkflowService(WorkflowRecords):
                 if status in statuses.COMPLETED:
                     LOG.info("workflow execution %s %s", outcome.workflow.pk, status)
                 if target == statuses.RUNNING and execution.parent:
-                    self._resume_parent(execution.parent)
+                    resume_paused_parent(self.executions, execution.parent)
                 return
             except StaleRecordError:
                 continue
@@ -491,11 +501,3 @@ class WorkflowService(WorkflowRecords):
                             execution.pk, target, exc)
                 return
 
-    def _resume_parent(self, parent_id: str) -> None:
-        """A resumed subworkflow resumes the paused workflow above it."""
-        try:
-            parent = self.executions.get_by_id(parent_id)
-            if parent.status == statuses.PAUSED:
-                executions.update_status(self.executions, parent, statuses.RESUMING, publish_work=False)
-        except (NotFoundError, StaleRecordError, TransitionError) as exc:
-            LOG.debug("parent %s not resumed: %s", parent_id, exc)

@@ -42,7 +42,7 @@ from st2common.runners import registry
 from st2common.services import executions
 from st2common.services.configs import LazyConfig
 from st2common.services.keyvalues import Datastore
-from st2common.services.workflows import plain
+from st2common.services.workflows import plain, resume_paused_parent
 from st2common.templating import st2kv_context
 from st2common.transport.publisher import Publisher
 from st2workflowengine.actionchain.conductor import ChainConductor, ChainState, Child, Lookups, Step
@@ -227,7 +227,8 @@ class ChainService:
             LOG.info("action chain of execution %s: node %s cannot be requested: %s", execution_id, node.name, exc)
             if isinstance(exc, NotFoundError) and getattr(exc, "resource", None) == "action":
                 return self.mutate(execution_id, lambda c, control, now: c.action_missing(node.name))
-            return self.mutate(execution_id, lambda c, control, now: c.request_failed(node.name, exc, control, now))
+            return self.mutate(execution_id,
+                               lambda c, control, now, error=exc: c.request_failed(node.name, error, control, now))
 
     def _request_child(self, record: ActionChainExecutionDB, conductor: ChainConductor, node: Node,
                        parameters: dict[str, Any]) -> ExecutionDB:
@@ -311,7 +312,7 @@ class ChainService:
                                              **changes)
                     LOG.info("action chain of execution %s %s", execution.pk, target)
                 if target == statuses.RUNNING and execution.parent:
-                    self._resume_parent(execution.parent)
+                    resume_paused_parent(self.executions, execution.parent)
                 return
             except StaleRecordError:
                 continue
@@ -319,15 +320,6 @@ class ChainService:
                 LOG.warning("action chain %s: execution %s cannot show %s: %s", outcome.record.pk, execution.pk,
                             target, exc)
                 return
-
-    def _resume_parent(self, parent_id: str) -> None:
-        """A resumed chain resumes the paused workflow above it."""
-        try:
-            parent = self.executions.get_by_id(parent_id)
-            if parent.status == statuses.PAUSED:
-                executions.update_status(self.executions, parent, statuses.RESUMING, publish_work=False)
-        except (NotFoundError, StaleRecordError, TransitionError) as exc:
-            LOG.debug("parent %s not resumed: %s", parent_id, exc)
 
     # -- recovery -----------------------------------------------------------------------------
 
