@@ -1,4 +1,5 @@
-"""The official StackStorm CLI (st2client 3.9.0 from PyPI) in its own virtualenv, for compatibility tests.
+"""The two CLIs e2e tests drive: the official StackStorm CLI (st2client 3.9.0 from PyPI) in its
+own virtualenv, for compatibility tests, and the project's own `st2` (run_project).
 
 The virtualenv is built once, at the repository root in ``.venv-st2client/``
 (or ST2_TEST_ST2CLIENT_VENV), and reused while its ``st2`` reports 3.9.0.
@@ -101,3 +102,15 @@ def run_official(args: list[str], base_url: str, env: dict[str, str] | None = No
     st2 = ensure_official_st2()
     return subprocess.run([str(st2), *args], capture_output=True, text=True, timeout=timeout,
                           env=official_env(base_url, env))
+
+
+PROJECT_ST2 = Path(sys.executable).with_name("st2")
+
+
+def run_project(args: list[str], base_url: str, env: dict[str, str] | None = None,
+                timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
+    """The project's `st2 <args>` against the API at base_url, with no user config nor ST2_* leaking in."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("ST2_")}
+    clean.update({"ST2_BASE_URL": base_url, "ST2_API_URL": f"{base_url}/v1", "ST2_CLI_SKIP_CONFIG": "1",
+                  "COLUMNS": "200", **(env or {})})
+    return subprocess.run([str(PROJECT_ST2), *args], capture_output=True, text=True, timeout=timeout, env=clean)

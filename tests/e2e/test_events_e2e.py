@@ -13,23 +13,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
 from e2e.conftest import TEST_PACKS, wait_for
-from e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
+from e2e.st2client_compat import official_st2, run_official, run_project  # noqa: F401 (session fixture)
 from st2common.util.process import pid_alive
 
 pytestmark = pytest.mark.e2e
 
-PROJECT_ST2 = Path(sys.executable).with_name("st2")
 TERMINAL = ("succeeded", "failed", "timeout", "canceled", "abandoned")
 DONE = ("processed", "processing_failed")
 CLI_TIMEOUT = 60
@@ -255,14 +251,6 @@ def test_an_action_trigger_rule_runs_when_another_execution_fails(api):
     assert f"{PACK}.on_failure" in [r["ref"] for r in trace["rules"]]
 
 
-def run_project(args: list[str], base_url: str) -> subprocess.CompletedProcess:
-    """The project's `st2 <args>` against the API at base_url, with no user config nor ST2_* leaking in."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ST2_")}
-    env.update({"ST2_BASE_URL": base_url, "ST2_API_URL": f"{base_url}/v1", "ST2_CLI_SKIP_CONFIG": "1",
-                "COLUMNS": "200", **CREDENTIALS})
-    return subprocess.run([str(PROJECT_ST2), *args], capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env)
-
-
 @pytest.fixture(params=["project", "official"])
 def st2(request, events_platform):
     """`st2 <args> -j` with each CLI in turn (the project's, then the official st2client 3.9.0): the JSON shown."""
@@ -273,7 +261,7 @@ def st2(request, events_platform):
         if request.param == "official":
             result = run_official([*args, "-j"], events_platform.api_url, env=CREDENTIALS, timeout=CLI_TIMEOUT)
         else:
-            result = run_project([*args, "-j"], events_platform.api_url)
+            result = run_project([*args, "-j"], events_platform.api_url, env=CREDENTIALS)
         assert result.returncode == 0, f"st2 {' '.join(args)}: {result.stdout}{result.stderr}"
         return json.loads(result.stdout)
     return run

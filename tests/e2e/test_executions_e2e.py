@@ -13,8 +13,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime
@@ -26,13 +24,12 @@ import pytest
 import requests
 
 from e2e.conftest import free_port, processes_with_env, wait_for
-from e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
+from e2e.st2client_compat import official_st2, run_official, run_project  # noqa: F401 (session fixture)
 from st2actionrunner.runners import write_all
 from st2common.util.process import pid_alive, tree_pids
 
 pytestmark = pytest.mark.e2e
 
-PROJECT_ST2 = Path(sys.executable).with_name("st2")
 TERMINAL = ("succeeded", "failed", "timeout", "canceled", "abandoned")
 ID_LINE = re.compile(r"^(?:\x1b\[\d+m)?id(?:\x1b\[0m)?: ([0-9a-f]{24})$", re.MULTILINE)
 CLI_TIMEOUT = 60
@@ -51,21 +48,13 @@ def _credentials(platform):
     CREDENTIALS.clear()
 
 
-def run_project(args: list[str], base_url: str) -> subprocess.CompletedProcess:
-    """The project's `st2 <args>` against the API at base_url, with no user config nor ST2_* leaking in."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ST2_")}
-    env.update({"ST2_BASE_URL": base_url, "ST2_API_URL": f"{base_url}/v1", "ST2_CLI_SKIP_CONFIG": "1",
-                "COLUMNS": "200", **CREDENTIALS})
-    return subprocess.run([str(PROJECT_ST2), *args], capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env)
-
-
 @pytest.fixture(params=["project", "official"])
 def st2(request, api_url):
     """`st2 <args>` with each CLI in turn: the project's, then the official st2client 3.9.0."""
     if request.param == "official":
         request.getfixturevalue("official_st2")
         return lambda *args: run_official(list(args), api_url, env=CREDENTIALS, timeout=CLI_TIMEOUT)
-    return lambda *args: run_project(list(args), api_url)
+    return lambda *args: run_project(list(args), api_url, env=CREDENTIALS)
 
 
 def execution_id(output: str) -> str:
@@ -179,7 +168,7 @@ def test_failing_command_exits_1_and_is_failed(st2, api_url):
 
 def test_python_script_action_returns_a_dict(api_url):
     # When dummy_pack's python-script action runs through the CLI
-    result = run_project(["run", "dummy_pack.return_dict", "count=3"], api_url)
+    result = run_project(["run", "dummy_pack.return_dict", "count=3"], api_url, env=CREDENTIALS)
 
     # Then its run() return value is stored as a dict, the parameters cast and defaulted
     assert result.returncode == 0, result.stdout + result.stderr
@@ -194,7 +183,7 @@ def test_python_script_action_returns_a_dict(api_url):
 def test_http_action_returns_the_json_body_parsed(api_url, json_server):
     url, document = json_server
 
-    result = run_project(["run", "core.http", f"url={url}"], api_url)
+    result = run_project(["run", "core.http", f"url={url}"], api_url, env=CREDENTIALS)
 
     assert result.returncode == 0, result.stdout + result.stderr
     execution = get_execution(api_url, execution_id(result.stdout))
@@ -260,7 +249,7 @@ def test_re_run_with_a_parameter_override(api_url):
     first = request_execution(api_url, "core.local", cmd="echo before")
     wait_status(api_url, first)
 
-    result = run_project(["execution", "re-run", first, "cmd=echo after"], api_url)
+    result = run_project(["execution", "re-run", first, "cmd=echo after"], api_url, env=CREDENTIALS)
 
     assert result.returncode == 0, result.stdout + result.stderr
     execution = wait_status(api_url, execution_id(result.stdout))
@@ -302,7 +291,7 @@ def test_cancel_ends_canceled_within_2s_and_leaves_no_process(st2, api_url):
 def test_bad_parameters_are_refused_naming_the_parameter(api_url, args, named):
     before = HTTP.get(f"{api_url}/v1/executions", params={"limit": 1}, timeout=10).headers["X-Total-Count"]
 
-    result = run_project(["run", *args], api_url)
+    result = run_project(["run", *args], api_url, env=CREDENTIALS)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "ERROR" in result.stdout
