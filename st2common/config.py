@@ -426,3 +426,9 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
 def secret_options() -> set[tuple[str, str]]:
     """(section, option) pairs whose values must never be logged."""
     return {(s, o) for s, opts in OPTIONS.items() for o, spec in opts.items() if spec.secret}
+
+
+def public_api_url(settings, versioned: bool = True) -> str:
+    """The API's URL as clients and actions should use it: [auth] api_url, else [api] host and port; /v1 added."""
+    base = (settings.auth.api_url or f"http://{settings.api.host}:{settings.api.port}").rstrip("/")
+    return f"{base}/v1" if versioned else base

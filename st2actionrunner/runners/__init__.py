@@ -20,6 +20,7 @@ from typing import Any
 
 from eventlet.patcher import original
 
+from st2common import config
 from st2common.runners.base import RunContext
 
 # Seconds between SIGTERM and SIGKILL when a run is canceled or timed out.
@@ -32,10 +33,7 @@ _unpatched_write = original("os").write
 
 def public_api_url(settings: Any) -> str | None:
     """The versioned API URL actions are told about (ST2_ACTION_API_URL), as StackStorm builds it."""
-    if settings is None:
-        return None
-    base = settings.auth.api_url or f"http://{settings.api.host}:{settings.api.port}"
-    return f"{base.rstrip('/')}/v1"
+    return config.public_api_url(settings) if settings is not None else None
 
 
 def action_env(ctx: RunContext, debug: bool = False) -> dict[str, str]:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from bson import ObjectId
 
-from st2common import statuses
+from st2common import config, statuses
 from st2common.exceptions import (NotFoundError, ParameterError, StaleRecordError, TransitionError,
                                   ValidationError)
 from st2common.expressions import secrets
@@ -101,8 +101,7 @@ def api_url(settings) -> str:
     """The versioned public API URL workflows see as ctx().st2.api_url."""
     if settings is None:
         return "http://127.0.0.1:9101/v1"
-    base = settings.auth.api_url or f"http://{settings.api.host}:{settings.api.port}"
-    return f"{base.rstrip('/')}/v1"
+    return config.public_api_url(settings)
 
 
 # -- request (in the action runner) ----------------------------------------------------------

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from st2api.controllers.base import Call, Controller, Route
+from st2common import config
 from st2common.exceptions import AuthError, ValidationError
 from st2common.services import tokens
 from st2common.services.users import FlatFileUsers, htpasswd_path
@@ -35,13 +36,6 @@ def basic_credentials(header: str | None) -> tuple[str, str]:
     if not sep or not user:
         raise AuthError(BAD_CREDENTIALS)
     return user, password
-
-
-def public_api_url(settings) -> str:
-    """The API's URL as clients should use it (X-API-URL)."""
-    if settings.auth.api_url:
-        return settings.auth.api_url
-    return f"http://{settings.api.host}:{settings.api.port}"
 
 
 class TokenHandlers(Controller):
@@ -69,7 +63,7 @@ class TokenHandlers(Controller):
         if body.get("user") or body.get("impersonate_user"):
             raise ValidationError("Only service users can ask for a token for another user.", field="user")
         token, raw = tokens.issue(call.settings, user, ttl=body.get("ttl"))
-        call.headers["X-API-URL"] = public_api_url(call.settings)
+        call.headers["X-API-URL"] = config.public_api_url(call.settings, versioned=False)
         return {"id": str(token.pk), "user": token.user, "token": raw, "expiry": tokens.iso_expiry(token.expiry),
                 "metadata": dict(token.metadata or {}), "service": token.service}
 
