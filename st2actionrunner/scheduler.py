@@ -150,7 +150,8 @@ class Scheduler(Handler):
         # Freed slots nudge waiting executions at once; this re-check is the fallback.
         times = self._rechecks.get(execution_id, 0)
         self._rechecks[execution_id] = times + 1
-        self._arm(execution_id, policies.recheck_after(times))
+        # Said once; the re-checks that follow are routine.
+        self._arm(execution_id, policies.recheck_after(times), logging.INFO if times == 0 else logging.DEBUG)
         return False
 
     def _move(self, execution: ExecutionDB, status: str, publish_work: bool) -> ExecutionDB | None:
@@ -161,12 +162,12 @@ class Scheduler(Handler):
             LOG.debug("scheduler: execution %s not moved to %s: %s", execution.pk, status, exc)
             return None
 
-    def _arm(self, execution_id: str, wait: float) -> None:
+    def _arm(self, execution_id: str, wait: float, level: int = logging.INFO) -> None:
         previous = self._timers.pop(execution_id, None)
         if previous is not None:
             previous.cancel()
         self._timers[execution_id] = eventlet.spawn_after(wait, self._due, execution_id)
-        LOG.info("execution %s delayed for %.3f s", execution_id, wait)
+        LOG.log(level, "execution %s delayed for %.3f s", execution_id, wait)
 
     def _due(self, execution_id: str) -> None:
         self._timers.pop(execution_id, None)
