@@ -1,0 +1,83 @@
+"""Pause and resume of workflow executions (PUT /executions/{id}): status changes the engine follows.
+
+The API moves the execution to ``pausing`` or ``resuming`` with a
+compare-and-set; the workflow engine reads every execution update and does
+the rest (st2common/services/workflows.py, st2workflowengine/handler.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from st2common import statuses
+from st2common.exceptions import NotFoundError, StaleRecordError, TransitionError, ValidationError
+from st2common.models.db.execution import ExecutionDB
+from st2common.persistence.access import Access
+from st2common.runners import registry
+from st2common.services import executions
+from st2common.services.workflow_records import CAS_ATTEMPTS
+from st2common.transport.publisher import Publisher
+
+LOG = logging.getLogger(__name__)
+
+
+def _workflow_execution(access: Access[ExecutionDB], execution_id: str, verb: str) -> ExecutionDB:
+    """The execution to pause or resume; ValidationError (StackStorm's words) unless it runs a workflow."""
+    execution = access.get_by_id(execution_id)
+    runner = (execution.runner or {}).get("name") or (execution.action or {}).get("runner_type") or ""
+    if registry.ALIASES.get(runner, runner) not in registry.WORKFLOW_RUNNERS:
+        raise ValidationError(f'Unable to {verb} liveaction "{execution.pk}" because it is not supported by '
+                              f'the "{runner}" runner.', field="status")
+    return execution
+
+
+def pause(publisher: Publisher, execution_id: str, user: str | None = None) -> ExecutionDB:
+    """Ask a running workflow execution to pause: ``pausing`` now, ``paused`` once its running tasks end.
+
+    The workflow engine follows the execution's status (no work message: the
+    engine reads every execution update). Already pausing or paused: unchanged.
+    """
+    access = executions.access(publisher)
+    for _ in range(CAS_ATTEMPTS):
+        execution = _workflow_execution(access, execution_id, "pause")
+        if execution.status in (statuses.PAUSING, statuses.PAUSED):
+            return execution
+        if execution.status != statuses.RUNNING:
+            raise ValidationError(f'Unable to pause liveaction "{execution.pk}" because it is not in a running '
+                                  f'state.', field="status")
+        try:
+            updated = executions.update_status(access, execution, statuses.PAUSING, publish_work=False)
+        except StaleRecordError:
+            continue
+        LOG.info("execution %s: pause requested by %s", execution.pk, user or executions.SYSTEM_USER)
+        return updated
+    raise StaleRecordError(f"execution {execution_id} kept changing while being paused")
+
+
+def resume_paused_parent(access, parent_id: str) -> None:
+    """A resumed subworkflow (or chain) resumes the paused workflow above it."""
+    try:
+        parent = access.get_by_id(parent_id)
+        if parent.status == statuses.PAUSED:
+            executions.update_status(access, parent, statuses.RESUMING, publish_work=False)
+    except (NotFoundError, StaleRecordError, TransitionError) as exc:
+        LOG.debug("parent %s not resumed: %s", parent_id, exc)
+
+
+def resume(publisher: Publisher, execution_id: str, user: str | None = None) -> ExecutionDB:
+    """Ask a paused workflow execution to resume (``resuming``); running or resuming already: unchanged."""
+    access = executions.access(publisher)
+    for _ in range(CAS_ATTEMPTS):
+        execution = _workflow_execution(access, execution_id, "resume")
+        if execution.status in (statuses.RUNNING, statuses.RESUMING):
+            return execution
+        if execution.status != statuses.PAUSED:
+            raise ValidationError(f'Unable to resume liveaction "{execution.pk}" because it is in '
+                                  f'"{execution.status}" state and not in "paused" state.', field="status")
+        try:
+            updated = executions.update_status(access, execution, statuses.RESUMING, publish_work=False)
+        except StaleRecordError:
+            continue
+        LOG.info("execution %s: resume requested by %s", execution.pk, user or executions.SYSTEM_USER)
+        return updated
+    raise StaleRecordError(f"execution {execution_id} kept changing while being resumed")
