@@ -11,7 +11,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system st2 \
     && useradd --system --gid st2 --home-dir /opt/stackstorm --shell /usr/sbin/nologin st2 \
     && mkdir -p /opt/stackstorm/src /opt/stackstorm/packs /opt/stackstorm/var/log \
-                /opt/stackstorm/var/packs /opt/stackstorm/configs /opt/stackstorm/keys /etc/st2
+                /opt/stackstorm/var/packs /opt/stackstorm/configs /opt/stackstorm/keys \
+                /opt/stackstorm/var/auth /opt/stackstorm/var/rbac/assignments /etc/st2
 
 WORKDIR /opt/stackstorm/src
 COPY pyproject.toml README.md LICENSE ./
@@ -26,10 +27,10 @@ RUN pip install . && rm -rf build *.egg-info
 
 COPY contrib/packs /opt/stackstorm/packs
 COPY conf/st2.prod.conf /etc/st2/st2.conf
-# The datastore key lives in keys/ (the st2-keys volume starts as a copy of it): owner only.
-RUN chown -R st2:st2 /opt/stackstorm && chmod 700 /opt/stackstorm/keys
+# The datastore key lives in keys/, the users in var/auth/ (their volumes start as copies): owner only.
+RUN chown -R st2:st2 /opt/stackstorm && chmod 700 /opt/stackstorm/keys /opt/stackstorm/var/auth
 
 USER st2
 WORKDIR /opt/stackstorm
-EXPOSE 9101
+EXPOSE 9101 9100
 CMD ["st2api"]

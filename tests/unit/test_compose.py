@@ -128,3 +128,16 @@ def test_the_image_keeps_the_key_folder_to_its_owner(dockerfile):
     assert any(line.startswith("RUN ") and f"chmod 700 {key_dir}" in line for line in dockerfile)
     chowns = [line for line in dockerfile if "chown -R st2:st2 /opt/stackstorm" in line]
     assert chowns and f"chmod 700 {key_dir}" in chowns[-1].split("chown", 1)[1]
+
+
+def test_the_api_serves_auth_and_keeps_users_and_roles_in_volumes(compose, dockerfile):
+    api = compose["services"]["st2api"]
+    assert "9100:9100" in [str(port) for port in api["ports"]]
+    assert api["environment"]["ST2_CONFIG_PATH"] == CONFIG_AT
+    assert "ST2_ADMIN_PASSWORD" in api["environment"]
+    mounts = {volume.split(":")[1] for volume in api["volumes"]}
+    assert {"/opt/stackstorm/var/auth", "/opt/stackstorm/var/rbac", "/opt/stackstorm/keys"} <= mounts
+    prod = config.load(REPO / "conf" / "st2.prod.conf", env={})
+    assert str(prod.auth.flat_file_path).startswith("/opt/stackstorm/var/auth/")
+    assert str(prod.rbac.assignments_path).startswith("/opt/stackstorm/var/rbac/")
+    assert any("chmod 700" in line and "/opt/stackstorm/var/auth" in line for line in dockerfile)

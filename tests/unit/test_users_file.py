@@ -37,3 +37,26 @@ def test_the_file_is_re_read_when_it_changes(tmp_path):
     assert users.authenticate("alice", "one")
     add_user(path, "dave", "two", rounds=4)
     assert users.authenticate("dave", "two")
+
+
+def test_st2api_creates_the_admin_when_no_users_file_exists_and_never_logs_the_password(tmp_path, caplog):
+    # Given a deployment started without st2ctl (compose), with no users file yet
+    import logging
+
+    from st2api.cmd import _ensure_admin
+    from st2common.services import users
+    from testsupport import make_settings
+
+    settings = make_settings(tmp_path, None)
+    caplog.set_level(logging.INFO)
+    # When st2api starts
+    _ensure_admin(settings)
+    # Then st2admin exists with a generated password kept 0600, its place logged, not its value
+    password = users.admin_password_path(settings).read_text().strip()
+    assert FlatFileUsers(settings.auth.flat_file_path).authenticate("st2admin", password)
+    assert stat.S_IMODE(users.admin_password_path(settings).stat().st_mode) == 0o600
+    assert "st2admin.password" in caplog.text and password not in caplog.text
+    assert (tmp_path / "var" / "rbac" / "assignments" / "st2admin.yaml").read_text().count("system_admin") == 1
+    # And a second start changes nothing
+    _ensure_admin(settings)
+    assert users.admin_password_path(settings).read_text().strip() == password
