@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from bson import ObjectId
 
-from st2common import config, statuses
+from st2common import config, masking, statuses
 from st2common.exceptions import (NotFoundError, ParameterError, StaleRecordError, TransitionError,
                                   ValidationError)
 from st2common.expressions import secrets
@@ -110,8 +110,15 @@ def api_url(settings) -> str:
 
 def request(publish: Callable[[str, str, dict], None], execution_id: str, spec: WorkflowSpec,
             input: dict[str, Any], notify_tasks: list[str] | None = None, settings=None) -> WorkflowExecutionDB:
-    """Store a workflow execution for a running execution and hand it to the engine."""
+    """Store a workflow execution for a running execution and hand it to the engine.
+
+    An input the action runner decrypted (its stored parameter is a template that
+    decrypts, as a parent workflow's sealed task input is) enters the workflow as
+    that template, never as the clear value: a task given it decrypts it again.
+    """
     execution = Access(ExecutionDB).get_by_id(execution_id)
+    input = {**input, **{name: value for name, value in (execution.parameters or {}).items()
+                         if name in input and masking.decrypts(value)}}
     context = dict(execution.context or {})
     workflow_id = ObjectId()
     st2 = {

@@ -14,7 +14,7 @@ from st2common.content import bootstrap
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.workflow import TaskExecutionDB, WorkflowExecutionDB
 from st2common.persistence.access import Access
-from st2common.services import executions, keyvalues
+from st2common.services import executions, keyvalues, workflows
 from st2common.util import crypto
 from testsupport import PLANTED_SECRETS
 from workflowsupport import api_url, embedded  # noqa: F401 (fixtures)
@@ -113,3 +113,68 @@ def test_decrypted_items_reach_children_but_no_record_result_api_or_log(embedded
     # And no log line of the run holds one
     for record in caplog.records:
         _assert_clean(f"log line {record.name}", record.getMessage() + (record.exc_text or ""))
+
+
+def _install_subworkflow(platform) -> None:
+    """wf_pack.secret_parent hands a decrypted item to wf_pack.secret_child, which writes it out."""
+    actions = platform.settings.content.packs_base_paths[0] / "wf_pack" / "actions"
+    child = {"version": 1.0, "input": ["pw", "out_dir"],
+             "tasks": {"write": {"action": "core.local",
+                                 "input": {"cmd": "printf '%s' '<% ctx(pw) %>' > <% ctx(out_dir) %>/sub.txt"}}},
+             "output": [{"got": "<% ctx(pw) %>"}]}
+    parent = {"version": 1.0, "input": ["out_dir"],
+              "tasks": {"sub": {"action": "wf_pack.secret_child",
+                                "input": {"pw": "<% st2kv('system.db_pw', decrypt=>true) %>",
+                                          "out_dir": "<% ctx(out_dir) %>"}}}}
+    for name, definition, parameters in (
+            ("secret_child", child, {"pw": {"type": "string"}, "out_dir": {"type": "string"}}),
+            ("secret_parent", parent, {"out_dir": {"type": "string", "required": True}})):
+        (actions / "workflows" / f"{name}.yaml").write_text(yaml.safe_dump(definition))
+        (actions / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "pack": "wf_pack", "runner_type": "orquesta", "enabled": True,
+            "entry_point": f"workflows/{name}.yaml", "parameters": parameters}))
+    report = bootstrap.register(platform.settings, kinds=["actions"])
+    assert not report.errors, report.errors
+
+
+def test_a_subworkflow_given_a_decrypted_item_stores_only_its_reference(embedded, tmp_path):  # noqa: F811
+    # Given an encrypted item, and a workflow handing it decrypted to a subworkflow
+    crypto.write_key_file(embedded.settings.keyvalue.encryption_key_path)
+    keyvalues.Datastore(embedded.settings).set("db_pw", SYSTEM_SECRET, secret=True)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    _install_subworkflow(embedded)
+    # When it runs
+    execution = embedded.run("wf_pack.secret_parent", {"out_dir": str(out_dir)})
+    # Then the subworkflow's task got the clear value
+    assert execution.status == statuses.SUCCEEDED, execution.result
+    assert (out_dir / "sub.txt").read_text() == SYSTEM_SECRET
+    # And neither workflow's records, executions nor task executions hold it
+    for workflow in Access(WorkflowExecutionDB).query():
+        _assert_clean(f"workflow execution {workflow.pk}", str(workflow.to_mongo()))
+    for stored in Access(ExecutionDB).query():
+        _assert_clean(f"execution {stored.pk} ({stored.action_ref})", str(stored.to_mongo()))
+    for task in Access(TaskExecutionDB).query():
+        _assert_clean(f"task execution {task.task_id}", str(task.to_mongo()))
+
+
+def test_a_workflow_stores_an_input_the_action_runner_decrypted_as_its_reference(embedded):  # noqa: F811
+    # Given a subworkflow's execution whose stored parameter decrypts an item (a sealed task input),
+    # which the action runner (another process, in production) rendered to the clear value
+    from st2workflowengine.orquesta import inspection
+
+    reference = '{{ st2kv.system["db_pw"] | decrypt_kv }}'
+    execution = Access(ExecutionDB).add_or_update(ExecutionDB(
+        status=statuses.RUNNING, action_ref="wf_pack.secret_child", action={"ref": "wf_pack.secret_child"},
+        runner={"name": "orquesta"}, parameters={"pw": reference, "out_dir": "/tmp"},
+        context={"user": executions.SYSTEM_USER}))
+    spec = inspection.check("version: 1.0\ninput: [pw, out_dir]\ntasks:\n  t:\n    action: core.noop\n",
+                            workflows.action_lookup())
+    # When the orquesta runner hands the workflow to the engine with the rendered input
+    handed = []
+    workflow = workflows.request(lambda *message: handed.append(message), str(execution.pk), spec,
+                                 {"pw": SYSTEM_SECRET, "out_dir": "/tmp"})
+    # Then the stored workflow keeps the reference, and the other inputs as given
+    stored = Access(WorkflowExecutionDB).get_by_id(workflow.pk)
+    assert stored.input == {"pw": reference, "out_dir": "/tmp"}
+    assert len(handed) == 1
