@@ -37,21 +37,28 @@ def pause(publisher: Publisher, execution_id: str, user: str | None = None) -> E
     The workflow engine follows the execution's status (no work message: the
     engine reads every execution update). Already pausing or paused: unchanged.
     """
+    return _request(publisher, execution_id, user, "pause", statuses.RUNNING, statuses.PAUSING,
+                    done=(statuses.PAUSING, statuses.PAUSED),
+                    refusal='Unable to pause liveaction "{id}" because it is not in a running state.')
+
+
+def _request(publisher: Publisher, execution_id: str, user: str | None, verb: str, source: str, target: str,
+             done: tuple[str, ...], refusal: str) -> ExecutionDB:
+    """Move a workflow execution from source to target (compare-and-set, retried); done statuses: unchanged."""
     access = executions.access(publisher)
     for _ in range(CAS_ATTEMPTS):
-        execution = _workflow_execution(access, execution_id, "pause")
-        if execution.status in (statuses.PAUSING, statuses.PAUSED):
+        execution = _workflow_execution(access, execution_id, verb)
+        if execution.status in done:
             return execution
-        if execution.status != statuses.RUNNING:
-            raise ValidationError(f'Unable to pause liveaction "{execution.pk}" because it is not in a running '
-                                  f'state.', field="status")
+        if execution.status != source:
+            raise ValidationError(refusal.format(id=execution.pk, status=execution.status), field="status")
         try:
-            updated = executions.update_status(access, execution, statuses.PAUSING, publish_work=False)
+            updated = executions.update_status(access, execution, target, publish_work=False)
         except StaleRecordError:
             continue
-        LOG.info("execution %s: pause requested by %s", execution.pk, user or executions.SYSTEM_USER)
+        LOG.info("execution %s: %s requested by %s", execution.pk, verb, user or executions.SYSTEM_USER)
         return updated
-    raise StaleRecordError(f"execution {execution_id} kept changing while being paused")
+    raise StaleRecordError(f"execution {execution_id} kept changing while asked to {verb}")
 
 
 def resume_paused_parent(access, parent_id: str) -> None:
@@ -66,18 +73,7 @@ def resume_paused_parent(access, parent_id: str) -> None:
 
 def resume(publisher: Publisher, execution_id: str, user: str | None = None) -> ExecutionDB:
     """Ask a paused workflow execution to resume (``resuming``); running or resuming already: unchanged."""
-    access = executions.access(publisher)
-    for _ in range(CAS_ATTEMPTS):
-        execution = _workflow_execution(access, execution_id, "resume")
-        if execution.status in (statuses.RUNNING, statuses.RESUMING):
-            return execution
-        if execution.status != statuses.PAUSED:
-            raise ValidationError(f'Unable to resume liveaction "{execution.pk}" because it is in '
-                                  f'"{execution.status}" state and not in "paused" state.', field="status")
-        try:
-            updated = executions.update_status(access, execution, statuses.RESUMING, publish_work=False)
-        except StaleRecordError:
-            continue
-        LOG.info("execution %s: resume requested by %s", execution.pk, user or executions.SYSTEM_USER)
-        return updated
-    raise StaleRecordError(f"execution {execution_id} kept changing while being resumed")
+    return _request(publisher, execution_id, user, "resume", statuses.PAUSED, statuses.RESUMING,
+                    done=(statuses.RUNNING, statuses.RESUMING),
+                    refusal='Unable to resume liveaction "{id}" because it is in "{status}" state and not in '
+                            '"paused" state.')
