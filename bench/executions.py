@@ -16,8 +16,8 @@ use, tests/e2e/conftest.py).
   reported apart). Two clocks: "client" is POST -> terminal status seen by a
   GET loop (1 ms pause between GETs); "server" is the execution's
   end_timestamp - start_timestamp (start is when the request was stored). The
-  server phases split it with the status log: requested -> scheduled ->
-  running -> terminal. Timestamps are stored in whole milliseconds. The GET
+  phases of the unwatched runs split it with the status log: requested ->
+  scheduled -> running -> terminal. Timestamps are stored in whole milliseconds. The GET
   loop competes with the platform for the CPU, so --runs more are left
   unwatched for 0.3 s before one GET: "unwatched" is their server clock.
 - throughput: --burst core.noop POSTed at once from --threads threads, then
@@ -127,14 +127,15 @@ def latency(api: Api, label: str, parameters: dict, runs: int) -> dict:
         if execution["status"] != "succeeded":
             raise RuntimeError(f"{label}: {execution['status']}")
         server.append(elapsed_ms(execution))
-        for phase, ms in phases(execution).items():
-            split.setdefault(phase, []).append(ms)
     # The GET loop competes for the same 2 cores; left alone, a run shows the platform's own speed.
     unwatched = []
     for _ in range(runs):
         ident = api.request(action, parameters)
         time.sleep(UNWATCHED_PAUSE)
-        unwatched.append(elapsed_ms(api.wait(ident)))
+        execution = api.wait(ident)
+        unwatched.append(elapsed_ms(execution))
+        for phase, ms in phases(execution).items():
+            split.setdefault(phase, []).append(ms)
     return {"label": label, "first_ms": warm[0], "client": client, "server": server, "phases": split,
             "unwatched": unwatched}
 

@@ -90,6 +90,8 @@ class Tally:
         self.counts: Counter = Counter()
         self.on = False
         self.last = time.monotonic()
+        # --timeline: (seconds, component, use, what) of each command and message, in order.
+        self.events: list[tuple[float, str, str, str]] | None = None
 
     def add(self, what: str) -> None:
         self.last = time.monotonic()
@@ -97,6 +99,8 @@ class Tally:
             return
         component, use = _component(sys._getframe(2))
         self.counts[(component, use, what)] += 1
+        if self.events is not None:
+            self.events.append((time.perf_counter(), component, use, what))
 
 
 TALLY = Tally()
@@ -205,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", action="store_true",
                         help="POST the --runs executions back to back instead of one at a time")
     parser.add_argument("--profile", metavar="PATH", help="also write a cProfile of the counted runs to PATH")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print when each command and message of the last run was issued, in ms from its POST")
     args = parser.parse_args(argv)
     action, parameters = args.action[0], dict(item.split("=", 1) for item in args.action[1:])
 
@@ -243,13 +249,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.burst:
             run_together(api, action, parameters, args.runs)
         else:
-            for _ in range(args.runs):
+            for run in range(args.runs):
+                if args.timeline and run == args.runs - 1:
+                    TALLY.events = [(time.perf_counter(), "bench", "", "POST")]
                 run_together(api, action, parameters)
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
         TALLY.on = False
         report(TALLY.counts, args.runs, " ".join(args.action) + (" (POSTed back to back)" if args.burst else ""))
+        if TALLY.events:
+            print()
+            print("| ms after POST | component | use | command or message |")
+            print("| ---: | --- | --- | --- |")
+            start = TALLY.events[0][0]
+            for stamp, component, use, what in TALLY.events[1:]:
+                if component not in BACKGROUND:
+                    print(f"| {(stamp - start) * 1000:.1f} | {component} | {use} | {what} |")
     finally:
         for service in reversed(services):
             service.stop()

@@ -81,7 +81,8 @@ def access(publisher: Publisher | None) -> Access[ExecutionDB]:
 
 
 def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_status: str,
-                  publish_work: bool = True, via: tuple[str, ...] = (), **changes: Any) -> ExecutionDB:
+                  publish_work: bool = True, via: tuple[str, ...] = (), expected: dict[str, Any] | None = None,
+                  **changes: Any) -> ExecutionDB:
     """Move execution to new_status if the table allows it and nobody moved it first.
 
     One conditional write (on the old status) and, when publish_work, one
@@ -90,6 +91,9 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     Statuses in via are passed through on the way, in the same write: each
     step is checked against the table and logged (the action runner claims a
     request it schedules itself as requested -> scheduled -> running at once).
+    expected holds further values the record must still have (the action
+    runner claims a request it has not read on its revision: the log it
+    rewrites is then the one the request stored).
     Raises TransitionError for a change the table refuses, StaleRecordError
     when another writer changed the status in between.
     """
@@ -104,7 +108,7 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     if new_status in statuses.COMPLETED and "end_timestamp" not in fields:
         fields["end_timestamp"] = now
     fields["log"] = list(execution.log or []) + [{"status": step, "timestamp": now} for step in (*via, new_status)]
-    updated = access.update_if(execution.pk, {"status": old_status}, fields, publish=False)
+    updated = access.update_if(execution.pk, {**(expected or {}), "status": old_status}, fields, publish=False)
     if updated is None:
         raise StaleRecordError(f"execution {execution.pk} is no longer {old_status!r}")
     LOG.debug("execution %s: %s -> %s", execution.pk, old_status, new_status)
@@ -226,7 +230,10 @@ def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | 
     if parent_id is not None and not executions.push(parent_id, "children", [str(execution.pk)]):
         executions.delete(execution, publish=False)
         raise NotFoundError("execution", parent_id, f'Parent execution "{parent_id}" cannot be found.')
-    publisher.publish(WORK_EXCHANGE, statuses.REQUESTED, {"id": str(execution.pk)})
+    # What the scheduler needs to decide without reading the record (a re-published request has only the id).
+    publisher.publish(WORK_EXCHANGE, statuses.REQUESTED,
+                      {"id": str(execution.pk), "action_ref": action["ref"], "delay": delay,
+                       "start_timestamp": now.isoformat()})
     LOG.info("execution %s of %s requested by %s", execution.pk, action["ref"], ctx["user"])
     return execution
 

@@ -230,6 +230,13 @@ class Channel(filesystem.Channel):
         return False
 
 
+def _wanted(name: bytes, queues: frozenset[str] | None) -> bool:
+    """True when the file name is a finished message, for one of queues if given."""
+    if not name or name.startswith(b"."):
+        return False
+    return queues is None or queue_of(os.fsdecode(name)) in queues
+
+
 class FolderWatch:
     """Linux inotify on the data folder: wakes a consumer when a message file lands in it."""
 
@@ -242,8 +249,12 @@ class FolderWatch:
             os.close(self.fd)
             raise OSError(error, f"cannot watch {folder}")
 
-    def wait(self, timeout: float) -> bool:
-        """Block (green under eventlet) until a message may have arrived or timeout passed; False if gone."""
+    def wait(self, timeout: float, queues: frozenset[str] | None = None) -> bool:
+        """Block (green under eventlet) until a message may have arrived or timeout passed; False if gone.
+
+        With queues, only a message for one of them counts: every process watches
+        the one folder, and waking all of them for each message costs each a listing.
+        """
         deadline = monotonic() + timeout
         while True:
             remaining = deadline - monotonic()
@@ -252,11 +263,11 @@ class FolderWatch:
             readable, _, _ = select.select([self.fd], [], [], remaining)
             if not readable:
                 return True
-            arrived, alive = self._read()
+            arrived, alive = self._read(queues)
             if arrived or not alive:
                 return alive
 
-    def _read(self) -> tuple[bool, bool]:
+    def _read(self, queues: frozenset[str] | None = None) -> tuple[bool, bool]:
         """Consume pending events: (a visible message file arrived, the watch still stands)."""
         # One read per wake-up: select says more is pending, and eventlet's green os.read
         # would block on an empty descriptor instead of raising.
@@ -267,7 +278,7 @@ class FolderWatch:
             name = data[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0")
             offset += _EVENT.size + length
             # Temporary and claimed files start with a dot: only finished messages count.
-            arrived = arrived or bool(mask & IN_Q_OVERFLOW) or (bool(name) and not name.startswith(b"."))
+            arrived = arrived or bool(mask & IN_Q_OVERFLOW) or _wanted(name, queues)
             alive = alive and not mask & IN_IGNORED
         return arrived, alive
 
@@ -320,10 +331,15 @@ class Transport(filesystem.Transport):
             interval = max(0.0, min(interval, remaining))
         if watch is None:
             time.sleep(interval)
-        elif not watch.wait(interval):
+        elif not watch.wait(interval, self._consumed_queues()):
             LOG.warning("the bus folder watch ended; polling every %ss", self.polling_interval)
             self._close_watch()
             self._watch_failed = True
+
+    def _consumed_queues(self) -> frozenset[str] | None:
+        """The queues this connection's channels consume; None (any message) when it consumes none."""
+        queues = frozenset(queue for channel in self.channels for queue in channel._active_queues)
+        return queues or None
 
     def _folder_watch(self) -> FolderWatch | None:
         if self._watch is None and not self._watch_failed:

@@ -24,7 +24,7 @@ import pytest
 
 from st2common.transport.connection import filesystem_folders, make_connection
 from st2common.transport.consumer import Consumer, Handler, run_in_background
-from st2common.transport.filesystem import queue_of
+from st2common.transport.filesystem import FolderWatch, queue_of
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
 
@@ -499,3 +499,23 @@ def test_filesystem_bindings_file_caught_half_made_by_another_process(fs_bus):
         assert fs_bus.ready(queue.name) == 1
     finally:
         publisher.close()
+
+
+def test_filesystem_folder_watch_wakes_only_for_the_queues_it_is_given(tmp_path):
+    # Given a watch on a bus folder, for the queues of one consumer
+    watch = FolderWatch(str(tmp_path))
+    try:
+        mine = frozenset({"st2.actionrunner.req"})
+        # When a message for another process's queue lands, the consumer is not woken
+        (tmp_path / f"{int(time.monotonic() * 1000):013d}_{uuid.uuid4()}.st2.workflow.work.msg").write_text("{}")
+        assert watch._read(mine) == (False, True)
+        # Nor by a message still being written
+        (tmp_path / ".0_x.st2.actionrunner.req.msg.1.tmp").write_text("{}")
+        assert watch._read(mine) == (False, True)
+        # But a message for its own queue wakes it, and so does any message when it names no queue
+        (tmp_path / f"{int(time.monotonic() * 1000):013d}_{uuid.uuid4()}.st2.actionrunner.req.msg").write_text("{}")
+        assert watch._read(mine) == (True, True)
+        (tmp_path / f"{int(time.monotonic() * 1000):013d}_{uuid.uuid4()}.st2.workflow.work.msg").write_text("{}")
+        assert watch._read(None) == (True, True)
+    finally:
+        watch.close()

@@ -43,6 +43,35 @@ def unescape(value: Any) -> Any:
     return value
 
 
+def _unescape_loaded(value: Any) -> Any:
+    """unescape() for a field's to_python: one copying walk, unescaping a key only where needed."""
+    if isinstance(value, dict):
+        return {(_unescape_key(key) if isinstance(key, str) and ("\uff04" in key or "\uff0e" in key) else key):
+                (_unescape_loaded(item) if isinstance(item, (dict, list)) else item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unescape_loaded(item) if isinstance(item, (dict, list)) else item for item in value]
+    return value
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a JSON value's dicts and lists (to_python must not share the caller's)."""
+    if isinstance(value, dict):
+        return {key: _copied(item) if isinstance(item, (dict, list)) else item for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) if isinstance(item, (dict, list)) else item for item in value]
+    return value
+
+
+def _plain_json(field: me.fields.ComplexBaseField, value: Any) -> bool:
+    """True when mongoengine's to_python can be skipped: a dict or list field of plain JSON.
+
+    It walks every nested value looking for documents and references (turning
+    each list into a dict and back), most of the cost of reading a record.
+    """
+    return field.field is None and isinstance(value, (dict, list))
+
+
 class _WholeDict(BaseDict):
     """A tracked dict whose changes, at any depth, mark the whole field changed.
 
@@ -112,6 +141,9 @@ def _wrap_field_value(field: me.fields.BaseField, instance: Any, value: Any) -> 
 class WholeDictField(me.DictField):
     """A dict field saved as a whole whenever anything in it changes."""
 
+    def to_python(self, value):
+        return _copied(value) if _plain_json(self, value) else super().to_python(value)
+
     def __get__(self, instance, owner):
         value = super().__get__(instance, owner)
         return value if instance is None else _wrap_field_value(self, instance, value)
@@ -119,6 +151,9 @@ class WholeDictField(me.DictField):
 
 class WholeListField(me.ListField):
     """A list field saved as a whole whenever anything in it changes."""
+
+    def to_python(self, value):
+        return _copied(value) if _plain_json(self, value) else super().to_python(value)
 
     def __get__(self, instance, owner):
         value = super().__get__(instance, owner)
@@ -132,7 +167,7 @@ class EscapedDictField(WholeDictField):
         return super().to_mongo(escape(value), use_db_field, fields)
 
     def to_python(self, value):
-        return unescape(super().to_python(value))
+        return _unescape_loaded(value) if _plain_json(self, value) else unescape(super().to_python(value))
 
     def validate(self, value):
         super().validate(escape(value))
@@ -149,7 +184,7 @@ class EscapedDynamicField(me.DynamicField):
         return escape(value)
 
     def to_python(self, value):
-        return unescape(value)
+        return _unescape_loaded(value)
 
 
 def utcnow() -> datetime.datetime:
