@@ -7,16 +7,19 @@ Datasheet (what differs from ``kombu.transport.filesystem``, and why):
   ``<exchange>.exchange`` file per exchange with its bindings, so every process
   routes alike. Exchange *types* live in memory only: a process must declare an
   exchange before it publishes to it (the Publisher does).
-- Publish writes a hidden temporary file and renames it into place. Stock kombu
-  creates the file and then writes it, so a fast reader can take an empty or
-  half-written message, fail to parse it and stop consuming.
+- Publish writes a temporary file in the ``.work`` subfolder of the data folder
+  and renames it into place. Stock kombu creates the file and then writes it,
+  so a fast reader can take an empty or half-written message, fail to parse it
+  and stop consuming.
 - Consume lists the folder once per poll for all the channel's queues and hands
   out up to the prefetch budget, oldest first. Stock kombu lists (and sorts) the
   whole folder once per queue per poll and per message, which is quadratic in
   the backlog.
-- A message is claimed by renaming it inside the data folder (atomic). Stock
-  kombu moves it to the system temporary folder, which is a copy plus a delete
-  when /tmp is another file system, so competing consumers can both get it.
+- A message is claimed by renaming it into ``.work`` (atomic: the same file
+  system). Stock kombu moves it to the system temporary folder, which is a copy
+  plus a delete when /tmp is another file system, so competing consumers can
+  both get it. Writing and claiming in a subfolder keeps the data folder's
+  inotify events to one per message: every consumer process watches it.
 - Unacked messages live in the consumer's memory only: a killed consumer loses
   them (the services' start-up sweeps re-publish the records). A channel closed
   cleanly puts them back on the queue they came from; stock kombu re-routes them
@@ -79,6 +82,8 @@ IN_CLOSE_WRITE, IN_MOVED_TO, IN_Q_OVERFLOW, IN_IGNORED = 0x8, 0x80, 0x4000, 0x80
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if hasattr(os, "O_CLOEXEC") else None
 if _LIBC is not None and not hasattr(_LIBC, "inotify_init1"):
     _LIBC = None
+# Where messages are written before they are published and moved when claimed.
+WORK_FOLDER = ".work"
 # A claimed (being read) or temporary (being written) message file: .<name>.<pid>.claim|tmp
 LEFTOVER = re.compile(r"^\.(?P<name>.+\.msg)\.(?P<pid>\d+)\.(?P<kind>claim|tmp)$")
 # In the control folder: broadcast queue name -> pid of the process consuming it.
@@ -100,9 +105,14 @@ class Channel(filesystem.Channel):
         # Zero-padded so that name order stays time order when the number of digits grows.
         name = f"{int(monotonic() * 1000):013d}_{uuid.uuid4()}.{queue}{SUFFIX}"
         final = os.path.join(self.data_folder_out, name)
-        temporary = os.path.join(self.data_folder_out, f".{name}.{os.getpid()}.tmp")
+        temporary = os.path.join(work_folder(self.data_folder_out), f".{name}.{os.getpid()}.tmp")
         try:
-            with open(temporary, "xb") as handle:
+            try:
+                handle = open(temporary, "xb")
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(temporary), exist_ok=True)
+                handle = open(temporary, "xb")
+            with handle:
                 handle.write(str_to_bytes(dumps(payload)))
             os.rename(temporary, final)
         except OSError as exc:
@@ -111,11 +121,14 @@ class Channel(filesystem.Channel):
     def _claim(self, filename: str, queue: str) -> dict | None:
         """Take one message file; None if another consumer was first or the file is unreadable."""
         source = os.path.join(self.data_folder_in, filename)
-        claimed = os.path.join(self.data_folder_in, f".{filename}.{os.getpid()}.claim")
+        claimed = os.path.join(work_folder(self.data_folder_in), f".{filename}.{os.getpid()}.claim")
         try:
             os.rename(source, claimed)
         except FileNotFoundError:
-            return None
+            if os.path.isdir(os.path.dirname(claimed)):
+                return None  # another consumer was first
+            os.makedirs(os.path.dirname(claimed), exist_ok=True)
+            return self._claim(filename, queue)
         try:
             with open(claimed, "rb") as handle:
                 raw = handle.read()
@@ -392,13 +405,27 @@ def sweep_dead_processes(control_folder: str | Path, data_folder: str | Path) ->
     return _sweep_broadcast_queues(Path(control_folder), data_folder)
 
 
+def work_folder(data_folder: str) -> str:
+    """The subfolder of data_folder holding messages being written or read."""
+    return os.path.join(data_folder, WORK_FOLDER)
+
+
 def _sweep_leftovers(data_folder: str) -> None:
     """Put back messages a dead consumer claimed but never read; delete a dead publisher's partial files."""
-    for filename in os.listdir(data_folder):
-        match = LEFTOVER.match(filename)
-        if not match or pid_alive(int(match.group("pid"))):
+    # The data folder itself held them before the .work subfolder.
+    for folder in (work_folder(data_folder), data_folder):
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
             continue
-        path = os.path.join(data_folder, filename)
+        for filename in names:
+            _sweep_leftover(data_folder, folder, filename)
+
+
+def _sweep_leftover(data_folder: str, folder: str, filename: str) -> None:
+    match = LEFTOVER.match(filename)
+    if match and not pid_alive(int(match.group("pid"))):
+        path = os.path.join(folder, filename)
         try:
             if match.group("kind") == "claim":
                 os.rename(path, os.path.join(data_folder, match.group("name")))
@@ -406,7 +433,7 @@ def _sweep_leftovers(data_folder: str) -> None:
             else:
                 os.unlink(path)
         except FileNotFoundError:
-            continue
+            pass  # another process swept it first
 
 
 def _sweep_broadcast_queues(control_folder: Path, data_folder: str | Path) -> list[str]:

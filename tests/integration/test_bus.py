@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ import pytest
 
 from st2common.transport.connection import filesystem_folders, make_connection
 from st2common.transport.consumer import Consumer, Handler, run_in_background
-from st2common.transport.filesystem import FolderWatch, queue_of
+from st2common.transport.filesystem import WORK_FOLDER, FolderWatch, queue_of
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
 
@@ -419,7 +420,8 @@ def test_filesystem_sweep_unbinds_broadcast_queues_of_dead_processes(fs_bus, tmp
     wait_until(lambda: len(living.bodies) == 2, "the living consumer's second copy")
 
 
-def test_filesystem_sweep_puts_back_what_a_dead_process_left_half_done(fs_bus):
+@pytest.mark.parametrize("where", [WORK_FOLDER, "."], ids=["work folder", "data folder (older layout)"])
+def test_filesystem_sweep_puts_back_what_a_dead_process_left_half_done(fs_bus, where):
     # Given a message a consumer renamed to read and then died, and a file a publisher died writing
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -427,8 +429,9 @@ def test_filesystem_sweep_puts_back_what_a_dead_process_left_half_done(fs_bus):
     fs_bus.publisher.publish("liveaction.status", "requested", {"id": "half-claimed"})
     [name] = data_files(fs_bus, queue.name)
     folder = Path(filesystem_folders(Path(fs_bus.settings.messaging.filesystem_path))["data_folder_in"])
-    (folder / name).rename(folder / f".{name}.{dead.pid}.claim")
-    partial = folder / f".9{name}.{dead.pid}.tmp"
+    (folder / where).mkdir(exist_ok=True)
+    (folder / name).rename(folder / where / f".{name}.{dead.pid}.claim")
+    partial = folder / where / f".9{name}.{dead.pid}.tmp"
     partial.write_text('{"body": "trunc')
     # When a consumer starts
     handler = Recorder(queue)
@@ -437,6 +440,31 @@ def test_filesystem_sweep_puts_back_what_a_dead_process_left_half_done(fs_bus):
     wait_until(lambda: handler.bodies, "the message put back")
     assert handler.ids() == ["half-claimed"]
     assert not partial.exists()
+
+
+def test_filesystem_messages_are_written_and_claimed_outside_the_watched_folder(fs_bus, tmp_path):
+    # Given a watch on the bus's data folder, as every consumer process has
+    folder = filesystem_folders(Path(fs_bus.settings.messaging.filesystem_path))["data_folder_in"]
+    queue = fs_bus.topology.work_queue("actionrunner.req")
+    fs_bus.publisher.publish("liveaction.status", "requested", {"id": "warm-up"})  # declares and binds
+    handler = Recorder(queue)
+    fs_bus.consume(handler)
+    wait_until(lambda: handler.bodies, "the first message")
+    watch = FolderWatch(folder)
+    try:
+        # When one message is published and consumed
+        fs_bus.publisher.publish("liveaction.status", "requested", {"id": "ex1"})
+        wait_until(lambda: len(handler.bodies) == 2, "the message")
+        # Then the folder saw one event: the message's arrival (no temporary or claim file)
+        events = os.read(watch.fd, 65536)
+        names = []
+        while events:
+            _wd, _mask, _cookie, length = struct.unpack_from("iIII", events)
+            names.append(events[16:16 + length].rstrip(b"\0"))
+            events = events[16 + length:]
+        assert len(names) == 1 and queue_of(names[0].decode()) == queue.name
+    finally:
+        watch.close()
 
 
 def test_filesystem_unreadable_message_file_is_dropped(fs_bus):
