@@ -254,6 +254,8 @@ class FolderWatch:
     """Linux inotify on the data folder: wakes a consumer when a message file lands in it."""
 
     def __init__(self, folder: str) -> None:
+        # Wake-ups for a wanted message so far; the transport compares it to know if one came.
+        self.arrivals = 0
         self.fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC) if _LIBC else -1
         if self.fd < 0:
             raise OSError(ctypes.get_errno() if _LIBC else errno.ENOSYS, "inotify unavailable")
@@ -277,6 +279,8 @@ class FolderWatch:
             if not readable:
                 return True
             arrived, alive = self._read(queues)
+            if arrived:
+                self.arrivals += 1
             if arrived or not alive:
                 return alive
 
@@ -317,18 +321,49 @@ class Transport(filesystem.Transport):
     can_parse_url = True
     _watch: FolderWatch | None = None
     _watch_failed = False
+    # (when, watch.arrivals, queues) of the last look that found nothing; None when unknown.
+    _settled: tuple[float, int, frozenset[str] | None] | None = None
 
     def drain_events(self, connection, timeout=None):
-        """Deliver what the next look finds; wait for the folder to change only when it had nothing."""
+        """Deliver what the next look finds; wait for the folder to change only when it had nothing.
+
+        The consumer calls this every STOP_CHECK_INTERVAL; while the folder watch
+        has seen no message for it since a look found nothing, it does not look
+        again (an idle consumer listed the folder twenty times a second).
+        """
         started = monotonic()
         while True:
-            try:
-                self.cycle.get(self._deliver, timeout=timeout)
-                return
-            except Empty:
-                if timeout is not None and monotonic() - started >= timeout:
-                    raise TimeoutError() from None
-                self._wait(None if timeout is None else timeout - (monotonic() - started))
+            if not self._nothing_new():
+                try:
+                    self.cycle.get(self._deliver, timeout=timeout)
+                    self._settled = None
+                    return
+                except Empty:
+                    self._settle()
+            if timeout is not None and monotonic() - started >= timeout:
+                raise TimeoutError() from None
+            self._wait(None if timeout is None else timeout - (monotonic() - started))
+
+    def _can_consume(self) -> bool:
+        return all(channel.qos.can_consume() for channel in self.channels if channel._consumers)
+
+    def _settle(self) -> None:
+        """Remember that a look found nothing, if the watch can tell when that changes."""
+        watch = self._watch
+        # A full prefetch answers Empty without looking: that proves nothing.
+        if watch is not None and self._can_consume():
+            self._settled = (monotonic(), watch.arrivals, self._consumed_queues())
+        else:
+            self._settled = None
+
+    def _nothing_new(self) -> bool:
+        """True when looking now would find what the last look found: nothing."""
+        settled, watch = self._settled, self._watch
+        if settled is None or watch is None:
+            return False
+        since, arrivals, queues = settled
+        return (watch.arrivals == arrivals and queues == self._consumed_queues()
+                and monotonic() - since < WATCHED_POLL_INTERVAL and self._can_consume())
 
     def _wait(self, remaining: float | None) -> None:
         interval = self.polling_interval or 0

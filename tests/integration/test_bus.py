@@ -26,6 +26,7 @@ import pytest
 from st2common.transport.connection import filesystem_folders, make_connection
 from st2common.transport.consumer import Consumer, Handler, run_in_background
 from st2common.transport.filesystem import WORK_FOLDER, FolderWatch, queue_of
+from st2common.transport.filesystem import Channel as FilesystemChannel
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
 
@@ -547,3 +548,23 @@ def test_filesystem_folder_watch_wakes_only_for_the_queues_it_is_given(tmp_path)
         assert watch._read(None) == (True, True)
     finally:
         watch.close()
+
+
+def test_filesystem_idle_consumer_does_not_keep_listing_the_folder(fs_bus, monkeypatch):
+    # Given a consumer with nothing to do, counting each look at the bus folder
+    looks = []
+    ready = FilesystemChannel._ready
+    monkeypatch.setattr(FilesystemChannel, "_ready", lambda self, queues: looks.append(1) or ready(self, queues))
+    handler = Recorder(fs_bus.topology.work_queue("actionrunner.req"))
+    fs_bus.consume(handler)
+    eventlet.sleep(0.3)
+    # When it idles for a second (its loop wakes every STOP_CHECK_INTERVAL)
+    before = len(looks)
+    eventlet.sleep(1.0)
+    # Then it looked about once (the safety poll), not twice per wake-up
+    assert len(looks) - before <= 3
+    # And a message still reaches it at once, and the next one too
+    fs_bus.publisher.publish("liveaction.status", "requested", {"id": "ex1"})
+    wait_until(lambda: handler.bodies, "the message", 2)
+    fs_bus.publisher.publish("liveaction.status", "requested", {"id": "ex2"})
+    wait_until(lambda: len(handler.bodies) == 2, "the second message", 2)
