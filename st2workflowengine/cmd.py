@@ -3,7 +3,8 @@
 Start-up: consume workflow requests and execution updates (st2workflowengine.handler),
 then sweep once for workflows that moved on while no engine listened: children
 that completed (their update lost with a killed consumer), children a crash
-kept from being requested. Then every SWEEP_INTERVAL seconds: the same sweep
+kept from being requested; and build the expression engines (YAQL, Jinja), which the
+first workflow would otherwise wait for. Then every SWEEP_INTERVAL seconds: the same sweep
 over workflows unchanged for IDLE_AFTER seconds, which a healthy engine
 never leaves that long with work undone. Stop: stop sweeping, let the
 messages in hand finish, stop consuming; running workflows stay as stored
@@ -17,6 +18,7 @@ eventlet.monkey_patch()
 import logging  # noqa: E402
 import threading  # noqa: E402
 
+from st2common import expressions  # noqa: E402
 from st2common.exceptions import StackStormBaseException  # noqa: E402
 from st2common.service import Service  # noqa: E402
 from st2common.services import inquiries  # noqa: E402
@@ -62,6 +64,7 @@ class WorkflowEngineService:
         if not self.consumer.wait_ready(READY_TIMEOUT):
             LOG.warning("%s: consumers not ready after %.0f s; continuing", SERVICE, READY_TIMEOUT)
         self._sweep_thread = eventlet.spawn(self._sweep_forever)
+        eventlet.spawn_n(_warm_up)
 
     def sweep(self, idle_after: float | None = None) -> int:
         """One sweep over the workflows unchanged for idle_after seconds; how many were looked at."""
@@ -95,6 +98,16 @@ class WorkflowEngineService:
         self.consumer.stop()
         if self._thread is not None:
             self._thread.wait()
+
+
+def _warm_up() -> None:
+    """Build the expression engines now: the first workflow would otherwise wait for them (a second or so)."""
+    runtime = expressions.Runtime()
+    for expression in ("<% true %>", "{{ true }}"):
+        try:
+            expressions.evaluate(expression, runtime)
+        except expressions.ExpressionEvaluationException as exc:
+            LOG.warning("%s: expression engine warm-up failed: %s", SERVICE, exc)
 
 
 def _serve(service: Service) -> None:

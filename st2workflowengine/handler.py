@@ -14,9 +14,11 @@
 
 Every execution write arrives on the update queue. An update that announces a
 status nothing here acts on (requested, scheduled, delayed; the first running of
-a plain child this engine requested), or an execution with no parent that is no
-workflow (its message names both), is dropped unread;
-the others cost one read of the few fields events need, and are dropped when the
+a plain child this engine requested; the running of an Orquesta workflow with no
+parent), or an execution with no parent that is no workflow (its message names
+both), is dropped unread; the completion of a plain child this engine requested
+costs a read of its status and result (its task is known here); the others cost
+one read of the few fields events need, and are dropped when the
 record has moved past the announced status (the update of its new status
 follows: a noop's "running" update would otherwise find it succeeded and apply
 its completion twice). Handling is idempotent: a status the conductor already
@@ -46,10 +48,9 @@ from st2common.models.db.workflow import WorkflowExecutionDB
 from st2common.persistence.access import to_object_id
 from st2common.runners import registry
 from st2common.services import workflows
-from st2common.services.workflows import WorkflowService, plain, still_requested
+from st2common.services.workflows import WorkflowService, pending_tasks, plain, still_requested
 from st2common.transport.consumer import Handler
 from st2workflowengine.actionchain.service import ChainService
-from st2workflowengine.orquesta import ActionRequest, NextTask
 
 LOG = logging.getLogger(__name__)
 
@@ -68,10 +69,19 @@ UPDATE_FIELDS = ("id", "status", "runner", "context", "parent", "result", "log",
                  "end_timestamp")
 
 
+def _completed_child(body: dict[str, Any]) -> ExecutionDB | None:
+    """The CHILD_FIELDS of a completed child from its update event, when it carries them (small results)."""
+    if "result" not in body or body.get("status") not in statuses.COMPLETED:
+        return None
+    try:
+        ended = datetime.datetime.fromisoformat(body["end_timestamp"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return ExecutionDB(id=body.get("id"), status=body["status"], result=body["result"], end_timestamp=ended)
+
+
 def _load(service: WorkflowService, execution_id: Any, only: tuple[str, ...] = ()) -> ExecutionDB | None:
-    oid = to_object_id(execution_id)
-    found = service.executions.query(raw={"_id": oid}, only=only, limit=1) if oid is not None else []
-    return found[0] if found else None
+    return service.executions.get_fields(execution_id, only)
 
 
 def is_workflow(execution: ExecutionDB) -> bool:
@@ -81,11 +91,17 @@ def is_workflow(execution: ExecutionDB) -> bool:
 
 
 def outside_workflows(body: dict[str, Any]) -> bool:
-    """True for the update of an execution that is neither a workflow nor in one (as its message says)."""
+    """True for the update of an execution no workflow acts on (as its message says).
+
+    Neither a workflow nor in one; or a workflow of its own (no parent) that
+    runs: only an action chain's start, or a child resuming, needs a running
+    execution read, and controls come as their own statuses.
+    """
     if body.get("parent") is not False or "runner" not in body:
         return False
-    runner = body["runner"]
-    return registry.ALIASES.get(runner, runner) not in registry.WORKFLOW_RUNNERS
+    runner = registry.ALIASES.get(body["runner"], body["runner"])
+    return runner not in registry.WORKFLOW_RUNNERS or (
+        runner == workflows.ORQUESTA and body.get("status") == statuses.RUNNING)
 
 
 def resumed(execution: ExecutionDB) -> bool:
@@ -126,6 +142,14 @@ class ExecutionUpdateHandler(Handler):
         announced = body.get("status")
         if announced in IGNORED_STATUSES or outside_workflows(body) or (
                 announced == statuses.RUNNING and self.service.first_run(body.get("id"))):
+            return
+        known = self.service.requested_child(body.get("id"), announced) if (
+            announced in workflows.CHILD_STATUSES) else None
+        if known is not None:
+            # A plain child this engine requested: no context to read, no chain or control to follow.
+            child = _completed_child(body) or _load(self.service, body.get("id"), workflows.CHILD_FIELDS)
+            if child is not None and child.status == announced:
+                self.service.child_changed(child, known)
             return
         execution = _load(self.service, body.get("id"), UPDATE_FIELDS)
         if execution is None or (announced is not None and execution.status != announced):
@@ -189,7 +213,11 @@ class WorkflowSweep:
         # In completion order, as the updates would have come: later writers win in the context.
         for child in sorted(children, key=lambda c: (c.end_timestamp is None, c.end_timestamp or 0)):
             orquesta = (child.context or {}).get("orquesta") or {}
-            task = records.get(orquesta.get("task_execution_id"))
+            task_id = orquesta.get("task_execution_id")
+            task = records.get(task_id)
+            if task is None and task_id:
+                # Requested by an engine that stopped before storing its task execution.
+                task = records[task_id] = service.recover_task(workflow.pk, task_id)
             if task is None:
                 continue
             existing.add((str(task.pk), orquesta.get("item_id")))
@@ -210,16 +238,10 @@ class WorkflowSweep:
         if not pending:
             return
         conductor = workflows.conductor_of(workflow, self.service.kv)
-        lost: dict[tuple[int, int], list[dict[str, Any]]] = {}
-        for item in pending:
-            if still_requested(conductor, item):
-                lost.setdefault((item["seq"], item["attempt"]), []).append(item)
-        tasks = [NextTask(items[0]["task_id"], items[0]["route"], seq, attempt,
-                          conductor.graph.task(items[0]["task_id"]),
-                          tuple(ActionRequest(i["action"], i["input"], i["item_id"]) for i in items),
-                          items[0]["delay"], items[0]["items_count"], items[0]["concurrency"], {})
-                 for (seq, attempt), items in lost.items()]
-        failures = self.service.request_children(workflow, tasks, only_missing=existing)
+        lost = pending_tasks(conductor, [item for item in pending if still_requested(conductor, item)])
+        tasks = [task for task, _ in lost]
+        task_ids = {(task.seq, task.attempt): task_id for task, task_id in lost if task_id}
+        failures = self.service.request_children(workflow, tasks, only_missing=existing, task_ids=task_ids)
         if failures:
             LOG.warning("workflow execution %s: %d lost children could not be requested", workflow.pk, len(failures))
             self.service.advance(self.service.fail_requests(workflow.pk, failures))

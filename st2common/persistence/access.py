@@ -178,6 +178,18 @@ class Access(Generic[T]):
         except NotFoundError:
             raise NotFoundError(self.resource_type, value) from None
 
+    def get_fields(self, doc_id: Any, fields: Iterable[str]) -> T | None:
+        """The document with this id holding only the named top-level fields (others at their defaults), or None."""
+        oid = to_object_id(doc_id)
+        if oid is None:
+            return None
+        projection = {self.model._fields[name].db_field: 1 for name in _top_level(fields) if name in self.model._fields}
+        try:
+            son = self.model._get_collection().find_one({"_id": oid}, projection or None)
+        except DB_ERRORS as exc:
+            raise DatabaseError(f"reading {self.resource_type} {doc_id}: {exc}") from exc
+        return self.model._from_son(son) if son is not None else None
+
     def get(self, **filters: Any) -> T | None:
         """The first document matching filters, or None."""
         return self._first(**filters)

@@ -69,6 +69,8 @@ CANCELED_MESSAGE = "Action canceled by user."
 _KEPT_SCALAR_LENGTH = 256
 _PREVIEW_LIMIT = 64 * 1024
 _CONFLICT_ATTEMPTS = 20
+# Bytes of JSON result a workflow child's completion event carries (see _completion).
+INLINE_RESULT_LIMIT = 4096
 # Seconds a looked-up action and runner type serve requests in a process that does not watch their events.
 LOOKUP_TTL = 1.0
 LOOKUP_WATCHED_TTL = 30.0
@@ -114,10 +116,24 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     LOG.debug("execution %s: %s -> %s", execution.pk, old_status, new_status)
     # Whether it has a parent and its runner let consumers that follow only workflows pass it over unread.
     access.publish(UPDATE, updated, status=new_status, parent=bool(updated.parent),
-                   runner=(updated.runner or {}).get("name"))
+                   runner=(updated.runner or {}).get("name"), **_completion(updated, new_status, fields))
     if publish_work and access.publisher is not None:
         access.publisher.publish(WORK_EXCHANGE, new_status, {"id": str(updated.pk)})
     return updated
+
+
+def _completion(execution: ExecutionDB, new_status: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A workflow child's small result and end time, carried by its completion's update event.
+
+    The workflow engine moves the task on from them without reading the child
+    back; a larger result (or one not written in this change) is read instead.
+    """
+    if not execution.parent or new_status not in statuses.COMPLETED or "result" not in fields:
+        return {}
+    if not 0 < (fields.get("result_size") or INLINE_RESULT_LIMIT + 1) <= INLINE_RESULT_LIMIT or not isinstance(
+            fields.get("end_timestamp"), datetime.datetime):
+        return {}
+    return {"result": fields["result"], "end_timestamp": fields["end_timestamp"].isoformat()}
 
 
 # -- request ------------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ change, control it (pause, resume, cancel, re-run) and recover what a crash left
 - request (in the orquesta runner): a workflow execution stored ``requested``, the
   execution pointed at it; ``workflow.status requested`` published.
 - start, child_changed, control (in the engine): one compare-and-set of the
-  conductor's state, then ``request_children`` (a task execution per task attempt,
-  a child execution per task or item, through executions.request) and the
-  workflow's execution brought in line (its status, and {output, errors} at the end).
+  conductor's state, then ``request_children`` (a child execution per task or
+  item, through executions.request, then the task execution of each task attempt)
+  and the workflow's execution brought in line (its status, and {output, errors}
+  at the end).
 - pause, resume (in the API; cancel is executions.cancel): the workflow's execution
   moves to pausing or resuming; the engine reads that update and the workflow
   follows (control), passing it on to child workflows (down) and, for a resumed
@@ -25,7 +26,9 @@ Children are requested after the state that asks for them is stored, and the
 same write lists them in ``pending``; the engine's sweep (st2workflowengine.handler)
 applies children that completed while no engine was listening and requests
 pending children that do not exist, so a crash between the two loses nothing
-and runs nothing twice.
+and runs nothing twice. A task execution is stored after its first child is
+requested, under the id its pending entry chose: an engine that meets a child
+whose task execution is missing stores it from that entry (recover_task).
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from bson import ObjectId
 from st2common import config, masking, statuses
 from st2common.exceptions import (NotFoundError, ParameterError, StaleRecordError, TransitionError,
                                   ValidationError)
-from st2common.expressions import secrets
 from st2common.models.api.base import isotime
 from st2common.models.db.action import ActionDB
 from st2common.models.db.execution import ExecutionDB
@@ -50,11 +52,12 @@ from st2common.persistence.cache import RecordCache
 from st2common.runners import registry
 from st2common.services import executions
 from st2common.services import trace as trace_service
-# plain, kv_lookup, conductor_of and still_requested are used through this module too.
+# plain, kv_lookup, conductor_of, pending_tasks and still_requested are used through this module too.
 # pause, resume and resume_paused_parent are used through this module too.
 from st2common.services.workflow_control import pause, resume, resume_paused_parent  # noqa: F401
-from st2common.services.workflow_records import (CAS_ATTEMPTS, Outcome, WorkflowRecords, conductor_of,  # noqa: F401
-                                                 kv_lookup, plain, state_fields, still_requested)
+from st2common.services.workflow_records import (CAS_ATTEMPTS, HeldWorkflow, Outcome, WorkflowRecords,  # noqa: F401
+                                                 conductor_of, kv_lookup, pending_tasks, plain, state_fields,
+                                                 still_requested)
 from st2common.transport.publisher import Publisher
 from st2workflowengine.orquesta import NextTask, TaskEvent, WorkflowConductor, WorkflowSpec, inspection
 
@@ -65,7 +68,9 @@ ORQUESTA = "orquesta"
 # Child statuses the conductor acts on; "running" only when it resumes a paused or pending child.
 CHILD_STATUSES = statuses.COMPLETED | {statuses.PENDING, statuses.PAUSED}
 _NOT_STARTED = (statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED)
-_UNSTARTED_KEPT = 10000
+_REQUESTED_KEPT = 10000
+# What a plain child's completion is read for: its task, and the item, are known to the process that requested it.
+CHILD_FIELDS = ("id", "status", "result", "end_timestamp")
 # Merged parameter schemas of the actions workflows name, by ref (None: no such action); read-only.
 ACTION_SCHEMAS = RecordCache("workflow action schemas", (ActionDB, RunnerTypeDB), executions.LOOKUP_TTL,
                              executions.LOOKUP_WATCHED_TTL)
@@ -201,8 +206,9 @@ class WorkflowService(WorkflowRecords):
 
     def __init__(self, settings, publisher: Publisher) -> None:
         super().__init__(settings, publisher)
-        # Plain (not workflow) children this process requested whose first "running" is not seen yet.
-        self._unstarted: OrderedDict[str, None] = OrderedDict()
+        # Plain (not workflow) children this process requested and has not seen complete, by id:
+        # [task execution id, item id, first "running" seen].
+        self._requested: OrderedDict[str, list] = OrderedDict()
 
     def advance(self, outcome: Outcome | None) -> None:
         """Act on a stored change: request the next children, then show the new status on the execution."""
@@ -247,15 +253,22 @@ class WorkflowService(WorkflowRecords):
             LOG.info("workflow execution %s started (%s)", workflow_id, outcome.conductor.get_workflow_status())
         self.advance(outcome)
 
-    def child_changed(self, child: ExecutionDB) -> None:
-        """A child execution reached a status its task cares about."""
+    def child_changed(self, child: ExecutionDB, known: tuple[str, int | None] | None = None) -> None:
+        """A child execution reached a status its task cares about.
+
+        known is (task execution id, item id) of a child this process requested
+        (requested_child): then only CHILD_FIELDS of the child need be read.
+        """
         orquesta = (child.context or {}).get("orquesta") or {}
+        task_id, item_id = known if known is not None else (orquesta.get("task_execution_id"), orquesta.get("item_id"))
         try:
-            task = self.task(orquesta.get("task_execution_id"))
+            task = self.task(task_id)
         except NotFoundError:
-            LOG.warning("execution %s names no known task execution", child.pk)
-            return
-        event = self.event(child, task)
+            task = self.recover_task(orquesta.get("workflow_execution_id"), task_id) if task_id else None
+            if task is None:
+                LOG.warning("execution %s names no known task execution", child.pk)
+                return
+        event = self.event(child, task, item_id)
         outcome = self.mutate(task.workflow_execution, lambda _w, conductor: self.apply(conductor, [event]),
                               monotonic=True)
         self.settle(outcome, [(task, child)])
@@ -307,41 +320,51 @@ class WorkflowService(WorkflowRecords):
                 LOG.warning("ignoring the event of task %s (seq %s): %s", event.task_id, event.seq, exc)
         return changed
 
-    def event(self, child: ExecutionDB, task: TaskExecutionDB) -> TaskEvent:
-        """The conductor's event for a child's current status."""
+    def event(self, child: ExecutionDB, task: TaskExecutionDB, item_id: int | None = None) -> TaskEvent:
+        """The conductor's event for a child's current status (item_id: the child's context's, unless given)."""
         status = child.status
         done = status in statuses.COMPLETED
         meta = {"task_execution_id": str(task.pk), "workflow_execution_id": task.workflow_execution,
                 "start_timestamp": isotime(task.start_timestamp),
                 "end_timestamp": isotime(child.end_timestamp) if done else None}
-        item_id = ((child.context or {}).get("orquesta") or {}).get("item_id")
+        if item_id is None:
+            item_id = ((child.context or {}).get("orquesta") or {}).get("item_id")
         return TaskEvent(task.task_id, task.task_route, status, child.result if done else None, item_id=item_id,
                          meta=meta, seq=task.seq, attempt=task.attempt)
 
     # -- children ------------------------------------------------------------------------------
 
-    def request_children(self, workflow: WorkflowExecutionDB, next_tasks: list[NextTask],
-                         only_missing: set[tuple[str, int | None]] | None = None) -> list[tuple[NextTask, Exception]]:
+    def request_children(self, workflow: HeldWorkflow | WorkflowExecutionDB, next_tasks: list[NextTask],
+                         only_missing: set[tuple[str, int | None]] | None = None,
+                         task_ids: dict[tuple[int, int], str] | None = None) -> list[tuple[NextTask, Exception]]:
         """One task execution per task attempt, one child execution per task or item; the failures.
 
         only_missing, when given, holds (task execution id, item id) pairs that
-        already have a child: those are skipped (recovery).
+        already have a child: those are skipped; task_ids, the task execution
+        ids pending entries chose by (seq, attempt) (both for recovery).
         """
         failures = []
+        ids = task_ids or {}
         for task in next_tasks:
-            record = self.task_execution(workflow, secrets.recorded_task(task))
-            for action in task.actions:
-                if only_missing is not None and (str(record.pk), action.item_id) in only_missing:
-                    continue
-                try:
-                    self._request_child(workflow, task, record, action)
-                except (NotFoundError, ValidationError) as exc:
-                    LOG.info("workflow execution %s: task %s cannot be requested: %s", workflow.pk, task.task_id, exc)
-                    failures.append((task, exc))
-                    break
+            record = self.task_execution(workflow, task, ids.get((task.seq, task.attempt)))
+            try:
+                for action in task.actions:
+                    if only_missing is not None and (str(record.pk), action.item_id) in only_missing:
+                        continue
+                    try:
+                        self._request_child(workflow, task, record, action)
+                    except (NotFoundError, ValidationError) as exc:
+                        LOG.info("workflow execution %s: task %s cannot be requested: %s", workflow.pk, task.task_id,
+                                 exc)
+                        failures.append((task, exc))
+                        break
+                    # After its first child: the record is history, the child need not wait for it.
+                    self.store_task(record)
+            finally:
+                self.store_task(record)
         return failures
 
-    def _request_child(self, workflow: WorkflowExecutionDB, task: NextTask, record: TaskExecutionDB,
+    def _request_child(self, workflow: HeldWorkflow | WorkflowExecutionDB, task: NextTask, record: TaskExecutionDB,
                        action) -> ExecutionDB:
         context = workflow.context or {}
         st2 = context.get("st2") or {}
@@ -369,9 +392,9 @@ class WorkflowService(WorkflowRecords):
             notify=dict(notify.get("config") or {}) if task.task_id in (notify.get("tasks") or []) else None)
         runner = (child.runner or {}).get("name")
         if registry.ALIASES.get(runner, runner) not in registry.WORKFLOW_RUNNERS:
-            self._unstarted[str(child.pk)] = None
-            while len(self._unstarted) > _UNSTARTED_KEPT:
-                self._unstarted.popitem(last=False)
+            self._requested[str(child.pk)] = [str(record.pk), action.item_id, False]
+            while len(self._requested) > _REQUESTED_KEPT:
+                self._requested.popitem(last=False)
         return child
 
     def first_run(self, execution_id: Any) -> bool:
@@ -380,7 +403,21 @@ class WorkflowService(WorkflowRecords):
         Nothing acts on that update: only a workflow's or a chain's own start, or a
         child resuming from paused or pending, needs a running child read.
         """
-        return self._unstarted.pop(str(execution_id), False) is None
+        known = self._requested.get(str(execution_id))
+        if known is None or known[2]:
+            return False
+        known[2] = True
+        return True
+
+    def requested_child(self, execution_id: Any, status: str) -> tuple[str, int | None] | None:
+        """(task execution id, item id) of a plain child this process requested, or None (read its context).
+
+        Forgotten once the child is seen complete: a redelivered update takes
+        the reading path, and finds the event already applied.
+        """
+        key = str(execution_id)
+        known = self._requested.pop(key, None) if status in statuses.COMPLETED else self._requested.get(key)
+        return (known[0], known[1]) if known is not None else None
 
     def fail_requests(self, workflow_id: Any, failures: list[tuple[NextTask, Exception]]) -> Outcome | None:
         """Children that could not be requested fail their task, and the workflow with them."""

@@ -312,3 +312,18 @@ def test_failed_and_silent_writes_publish_nothing(events):
     assert wait_for(lambda: recorders["create"].bodies)
     assert recorders["create"].bodies == [{"id": str(marker.pk)}]
     assert recorders["update"].bodies == [] and recorders["delete"].bodies == []
+
+
+def test_get_fields_loads_only_the_named_fields_of_one_document(db):
+    # Given a stored execution
+    executions = Access(ExecutionDB)
+    stored = executions.add_or_update(ExecutionDB(status="succeeded", action_ref="core.noop", action={"ref": "core.noop"},
+                                                  runner={"name": "noop"}, result={"a.b": 1}, context={"user": "x"}))
+    # When only some of its fields are asked for
+    partial = executions.get_fields(stored.pk, ("id", "status", "result"))
+    # Then those are loaded (keys unescaped), the others are left at their defaults
+    assert partial.pk == stored.pk and partial.status == "succeeded" and partial.result == {"a.b": 1}
+    assert partial.action_ref is None and not partial.context
+    # And an unknown or malformed id is None
+    assert executions.get_fields("0" * 24, ("status",)) is None
+    assert executions.get_fields("nope", ("status",)) is None

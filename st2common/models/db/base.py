@@ -164,12 +164,21 @@ class EscapedDictField(WholeDictField):
     """A dict field whose keys may hold "." and "$"."""
 
     def to_mongo(self, value, use_db_field=True, fields=None):
+        if _plain_json(self, value):
+            # mongoengine's to_mongo calls this method again for each nested dict, which
+            # escaped every subtree once per level above it.
+            return escape(value)
         return super().to_mongo(escape(value), use_db_field, fields)
 
     def to_python(self, value):
         return _unescape_loaded(value) if _plain_json(self, value) else unescape(super().to_python(value))
 
     def validate(self, value):
+        if _plain_json(self, value):
+            # Escaping makes every key storable; mongoengine's walk would only re-check that.
+            if not isinstance(value, dict):
+                self.error("Only dictionaries may be used in a DictField")
+            return
         super().validate(escape(value))
 
 
