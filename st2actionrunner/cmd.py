@@ -43,9 +43,11 @@ class ActionRunnerService:
         self.publisher = publisher
         self.workers = WorkerRegistry(Access(WorkerDB), settings)
         self.worker_id = self.workers.register(SERVICE)
-        self.dispatcher = Dispatcher(settings, publisher, self.worker_id, owner_alive=self._owner_alive)
-        self.scheduler = Scheduler(publisher, dispatcher=self.dispatcher)
         self.notifier = Notifier(settings, publisher)
+        # The records runs end with go straight to the notifier of this process.
+        self.dispatcher = Dispatcher(settings, publisher, self.worker_id, owner_alive=self._owner_alive,
+                                     completed=self.notifier.hand_over)
+        self.scheduler = Scheduler(publisher, dispatcher=self.dispatcher)
         self.policy_events = Forget(publisher.topology.broadcast_queue("policy"), policy_service.INDEX)
         self.consumer = Consumer(make_connection(settings.messaging), publisher,
                                  [self.scheduler, *self.dispatcher.handlers(), self.notifier, self.policy_events],

@@ -14,6 +14,16 @@
 | liveaction.status ``canceling``               | nobody runs it (never started, or its worker is     |
 | (queue actionrunner.cancel, copies compete)   | dead): canceling -> canceled                        |
 
+A request the scheduler did not read (st2actionrunner.scheduler.Request) is
+claimed on the revision it was stored with as well as its status; a claim
+that misses publishes the request again with its id alone, so the scheduler
+reads the record and does what its status now calls for (usually nothing:
+it was canceled or another copy runs it).
+
+The record a run's end wrote is handed to this process's notifier
+(``completed``), which then needs no read when the update's message comes to
+it here.
+
 The message is acked once the run is in the pool, so a long action never
 holds a consumer slot; from there the record is the truth (a process that dies
 leaves a scheduled record the sweep re-publishes, or a running one it abandons). A runner that raises, or returns
@@ -35,11 +45,13 @@ import os
 import socket
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import eventlet
+from eventlet.event import Event
 from eventlet.greenthread import GreenThread
 from greenlet import GreenletExit
 
@@ -52,6 +64,7 @@ from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.pack import PackDB
 from st2common.models.db.trigger import TriggerInstanceDB
 from st2common.persistence.access import Access
+from st2common.persistence.batches import Loader
 from st2common.persistence.cache import RecordCache
 from st2common.runners import registry
 from st2common.runners.base import ActionRunner, RunContext, RunResult
@@ -106,17 +119,24 @@ class Dispatcher:
     """Runs scheduled executions in a green pool and stops the ones asked to cancel."""
 
     def __init__(self, settings, publisher: Publisher, worker_id: str,
-                 owner_alive: Callable[[dict], bool] | None = None, pool_size: int | None = None) -> None:
+                 owner_alive: Callable[[dict], bool] | None = None, pool_size: int | None = None,
+                 completed: Callable[[ExecutionDB], None] | None = None) -> None:
         self.settings = settings
         self.publisher = publisher
         self.worker_id = worker_id
         self.runner_info = runner_info(worker_id)
         self.access = executions.access(publisher)
+        # Scheduled executions that arrive together (a backlog) are read in one query.
+        self.loader = Loader(self.access)
         self.pool = eventlet.GreenPool(pool_size or settings.actionrunner.actions_pool_size)
         self.running: dict[str, Run] = {}
         self._owner_alive = owner_alive or self._same_host_owner_alive
         self._pack_access = Access(PackDB)
         self.datastore = keyvalues.Datastore(settings)
+        # Called with each record a run's end wrote (the notifier's hand_over).
+        self.completed = completed
+        # Requests waiting in has_room for a run to end: each run that ends wakes one.
+        self._room_waiters: deque[Event] = deque()
 
     def handlers(self) -> list[Handler]:
         """The consumers' handlers: scheduled work, shared cancels, and this process's cancels."""
@@ -129,32 +149,60 @@ class Dispatcher:
 
     # -- starting a run -------------------------------------------------------------------
 
-    def has_room(self) -> bool:
-        """True when the pool can start another run now."""
-        return self.pool.free() > 0
+    def has_room(self, wait: float = 0.0) -> bool:
+        """True when the pool can start another run now, after waiting up to wait seconds for a run to end."""
+        deadline = time.monotonic() + wait
+        while self.pool.free() <= 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ended = Event()
+            self._room_waiters.append(ended)
+            with eventlet.Timeout(remaining, False):
+                ended.wait()
+            if not ended.ready():
+                self._room_waiters.remove(ended)
+        return True
 
-    def start(self, execution: ExecutionDB) -> bool:
+    def _run_ended(self, _thread: GreenThread) -> None:
+        # Linked after the pool's own callback: the run's slot is free again.
+        while self._room_waiters:
+            waiter = self._room_waiters.popleft()
+            if not waiter.ready():
+                waiter.send()
+                return
+
+    def start(self, execution: ExecutionDB, expected: dict[str, Any] | None = None) -> bool:
         """Claim an execution and run it in the pool (waits for a free slot); False if not claimable.
 
         A scheduled one comes from the bus; a requested or delayed one from the
         scheduler of this process, and is claimed through scheduled in one write.
+        A request the scheduler did not read comes as its stand-in (pk, status
+        and log: st2actionrunner.scheduler.Request), with expected, the further
+        values the claim is conditional on.
         """
         execution_id = str(execution.pk)
         if execution.status not in _CLAIMABLE or execution_id in self.running:
             return False
         run = Run(execution_id)
         self.running[execution_id] = run
-        run.thread = self.pool.spawn(self._claim_and_run, run, execution)
+        run.thread = self.pool.spawn(self._claim_and_run, run, execution, expected)
+        run.thread.link(self._run_ended)
+        # The claim goes out now, before the caller's message is acked and its consumer looks for more.
+        eventlet.sleep(0)
         return True
 
-    def _claim_and_run(self, run: Run, execution: ExecutionDB) -> None:
+    def _claim_and_run(self, run: Run, execution: ExecutionDB, expected: dict[str, Any] | None = None) -> None:
         try:
             try:
                 via = () if execution.status == statuses.SCHEDULED else (statuses.SCHEDULED,)
                 execution = executions.update_status(self.access, execution, statuses.RUNNING, publish_work=False,
-                                                     via=via, runner_info=self.runner_info)
+                                                     via=via, expected=expected, runner_info=self.runner_info)
             except (StaleRecordError, TransitionError) as exc:
                 LOG.debug("execution %s not claimed: %s", run.execution_id, exc)
+                if expected:
+                    # Changed since its request was stored: the scheduler reads what it is now.
+                    self.publisher.publish(executions.WORK_EXCHANGE, statuses.REQUESTED, {"id": run.execution_id})
                 return
             except StackStormBaseException as exc:
                 # The write may have landed before the bus or the database failed: run it
@@ -335,11 +383,14 @@ class Dispatcher:
                      "result": value}
             status = statuses.FAILED
         try:
-            executions.update_status(self.access, execution, status, publish_work=status in executions.WORK_STATUSES,
-                                     result=value, result_size=size)
+            updated = executions.update_status(self.access, execution, status,
+                                               publish_work=status in executions.WORK_STATUSES,
+                                               result=value, result_size=size)
         except StaleRecordError:
             return False
         LOG.info("execution %s %s", execution.pk, status)
+        if self.completed is not None and updated.status in statuses.COMPLETED:
+            self.completed(updated)
         return True
 
     # -- canceling ------------------------------------------------------------------------
@@ -464,7 +515,7 @@ class _WorkHandler(Handler):
         self.queue = queue
 
     def handle(self, body: dict[str, Any]) -> None:
-        execution = load(self.dispatcher.access, body.get("id"))
+        execution = self.dispatcher.loader.get(body.get("id"))
         if execution is None or execution.status != statuses.SCHEDULED:
             return
         self.dispatcher.start(execution)

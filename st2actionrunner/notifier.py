@@ -26,6 +26,15 @@ has no parent, nothing else can have linked it to a trace, so its trace is
 created without a lookup, under an id derived from the execution's (a repeat
 stores nothing).
 
+An execution this process's dispatcher completed is not read at all: the
+dispatcher hands over the record its completing write returned
+(``hand_over``), and the update's message, when it comes to this copy, takes
+it from there. The record is the same a read would find (a completed
+execution is written again only by this notifier's retry mark, which checks
+the revision); a message this copy does not get is
+read by the copy that does, and what is handed over is kept for a few
+seconds and a few hundred executions at most.
+
 Executions completed at the same time share the work: they are read in one
 query (a batch Loader), and the action triggers of those without notify
 routes are written together (st2actionrunner.actiontriggers: one insert each
@@ -40,6 +49,8 @@ import datetime
 import hashlib
 import json
 import logging
+import time
+from collections import OrderedDict
 from typing import Any, Mapping
 
 from bson import ObjectId
@@ -63,6 +74,10 @@ LOG = logging.getLogger(__name__)
 
 QUEUE = "notifiers.execution.work"
 ACTION_TRIGGER_KIND = "actiontrigger"
+# Completed records handed over by the dispatcher wait this long (seconds), this many at most, for
+# their update's message (another copy may get it, and then they are never taken).
+HANDED_OVER_TTL = 5.0
+HANDED_OVER_MAX = 256
 
 # notify section -> (statuses it applies to (None: every completed one), default message suffix).
 _SECTIONS = (
@@ -102,6 +117,8 @@ class Notifier(Handler):
         self.datastore = Datastore(settings)
         self.access = executions.access(None)
         self.loader = Loader(self.access)
+        # execution id -> (when, the completed record the dispatcher of this process wrote).
+        self._handed: OrderedDict[str, tuple[float, ExecutionDB]] = OrderedDict()
         self.action_triggers = ActionTriggers(
             publisher, validate=settings.system.validate_trigger_payload, payload=action_trigger_payload,
             instance_id=lambda execution: instance_id(execution, ACTION_TRIGGER_KIND), one_by_one=self._dispatch_one)
@@ -111,11 +128,20 @@ class Notifier(Handler):
         triggerinstances.configure(self.settings)
         triggertypes.register_system_trigger_types(self.publisher)
 
+    def hand_over(self, execution: ExecutionDB) -> None:
+        """Keep a record this process just completed for its update's message (spares reading it)."""
+        now = time.monotonic()
+        handed = self._handed
+        handed[str(execution.pk)] = (now, execution)
+        while handed and (len(handed) > HANDED_OVER_MAX or next(iter(handed.values()))[0] < now - HANDED_OVER_TTL):
+            handed.popitem(last=False)
+
     def handle(self, body: dict[str, Any]) -> None:
         """Dispatch what a completed execution owes; anything else is not for us."""
         if body.get("status") and body["status"] not in statuses.COMPLETED:
             return
-        execution = self.loader.get(body.get("id"))
+        handed = self._handed.pop(str(body.get("id")), None)
+        execution = handed[1] if handed is not None else self.loader.get(body.get("id"))
         if execution is None or execution.status not in statuses.COMPLETED:
             return
         # Post-run policies (concurrency slots freed, retries requested): st2actionrunner.policies.

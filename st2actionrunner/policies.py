@@ -120,6 +120,11 @@ class Admission:
     reason: str = ""
 
 
+def has_concurrency(action_ref: str) -> bool:
+    """True when a concurrency policy applies to the action (from the in-memory policy index)."""
+    return any(p.policy_type in CONCURRENCY_TYPES for p in policy_service.policies_of(action_ref))
+
+
 def admit(execution) -> Admission:
     """Apply the action's concurrency policies before scheduling: its slots taken, or why it waits."""
     applied = [p for p in policy_service.policies_of(execution.action_ref) if p.policy_type in CONCURRENCY_TYPES]

@@ -6,7 +6,8 @@
 | delay (ms) not over | requested -> delayed, then a green timer for the rest; -> scheduled when it fires |
 | hands on to         | this process's dispatcher when it has room (no bus hop), else the bus           |
 |                     | (liveaction.status ``scheduled``, queue actionrunner.work)                      |
-| reads               | the requests it is handed at the same time, in one query (a batch Loader)      |
+| reads               | nothing for a request whose message says enough (below); the others it is     |
+|                     | handed at the same time, in one query (a batch Loader)                         |
 
 The record is the truth: a delay is counted from the execution's
 start_timestamp, so a timer lost with its process is made good at the next
@@ -20,9 +21,21 @@ at all: the dispatcher claims it in one compare-and-set that passes through
 saving a write, a publish and a consume per execution. This stays correct with
 several copies: the copies already share the requests through the competing
 actionrunner.req queue; the claim is conditional on the status this scheduler
-read, so a cancel in between wins; a dispatcher whose pool is full leaves the
-execution ``scheduled`` on the bus for any copy; and a process that dies before
+read, so a cancel in between wins; a dispatcher whose pool is still full after
+ROOM_WAIT seconds (runs of a burst end within that) leaves the execution
+``scheduled`` on the bus for any copy; and a process that dies before
 its claim leaves a ``requested`` record the sweep re-publishes.
+
+A request message names the action, the delay and the time the request was
+stored. When the action has no concurrency policy and no delay was asked
+for, that is all scheduling needs, and the record is not read: it is claimed
+(or moved to ``scheduled``) by a compare-and-set on its status and on the
+revision it was stored with, so the log that write rewrites is the one the
+request stored. A record that changed since (canceled, or claimed by another
+copy through a redelivered message) fails that condition and takes the usual
+path: it is read, and nothing is done if it moved on. Messages that carry
+only the id (re-published by the sweep or by a freed concurrency slot) are
+always read.
 
 Before anything is scheduled, the action's concurrency policies are applied
 (st2actionrunner.policies.admit): the execution must win one of the policy's
@@ -36,15 +49,17 @@ from __future__ import annotations
 
 import datetime
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import eventlet
+from bson import ObjectId
 
 from st2common import statuses
 from st2common.exceptions import NotFoundError, StaleRecordError, TransitionError
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
-from st2common.persistence.access import Access
+from st2common.persistence.access import Access, to_object_id
 from st2common.persistence.batches import Loader
 from st2common.services import executions
 from st2common.transport.consumer import Handler
@@ -54,6 +69,11 @@ from st2actionrunner import policies
 LOG = logging.getLogger(__name__)
 
 QUEUE = "actionrunner.req"
+# Seconds a request waits for a run of this process to end when every slot is taken, before it goes
+# scheduled on the bus (a write, a message and a read more): in a burst of short runs one soon ends.
+ROOM_WAIT = 0.05
+# The revision an execution is stored with; any later write moves it on.
+STORED_REVISION = ExecutionDB.revision.default
 
 
 def load(access: Access[ExecutionDB], body: dict[str, Any]) -> ExecutionDB | None:
@@ -64,14 +84,49 @@ def load(access: Access[ExecutionDB], body: dict[str, Any]) -> ExecutionDB | Non
         return None
 
 
+@dataclass(frozen=True)
+class Request:
+    """A requested execution as its message tells it, standing in for the record it does not read.
+
+    What a status change needs of the record (its id, status and log) is
+    known while the record is still at the revision the request stored; the
+    change is made on that condition (``expected``).
+    """
+
+    pk: ObjectId
+    action_ref: str
+    log: list[dict[str, Any]]
+    status: str = statuses.REQUESTED
+    expected: dict[str, Any] = field(default_factory=lambda: {"revision": STORED_REVISION})
+
+
+def unread_request(body: dict[str, Any]) -> Request | None:
+    """The request a message describes when scheduling it needs no read, else None.
+
+    It must name the action and the time it was stored, ask for no delay, and
+    the action must have no concurrency policy (from memory: the policy index).
+    """
+    action_ref, stamp = body.get("action_ref"), body.get("start_timestamp")
+    if not action_ref or not isinstance(stamp, str) or body.get("delay"):
+        return None
+    oid = to_object_id(body.get("id"))
+    if oid is None or policies.has_concurrency(action_ref):
+        return None
+    try:
+        requested_at = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return Request(oid, action_ref, [{"status": statuses.REQUESTED, "timestamp": requested_at}])
+
+
 class LocalDispatcher(Protocol):
     """What the scheduler needs of the dispatcher in its process."""
 
-    def has_room(self) -> bool:
-        """True when it can start a run now."""
+    def has_room(self, wait: float = 0.0) -> bool:
+        """True when it can start a run now (after waiting up to wait seconds for one to end)."""
 
-    def start(self, execution: ExecutionDB) -> bool:
-        """Claim (requested/delayed/scheduled -> running) and run the execution."""
+    def start(self, execution: ExecutionDB | Request, expected: dict[str, Any] | None = None) -> bool:
+        """Claim (requested/delayed/scheduled -> running, on expected too) and run the execution."""
 
 
 def due_in(execution: ExecutionDB, now: datetime.datetime) -> float:
@@ -96,6 +151,27 @@ class Scheduler(Handler):
 
     def handle(self, body: dict[str, Any]) -> None:
         """Schedule or delay the requested execution body["id"]; anything else is a stale nudge."""
+        request = unread_request(body)
+        if request is not None:
+            self._schedule_unread(request)
+            return
+        self._handle_read(body)
+
+    def _schedule_unread(self, request: Request) -> None:
+        """A request not read: to this process's dispatcher if it has room, else scheduled on the bus."""
+        if self.dispatcher is not None and self.dispatcher.has_room(ROOM_WAIT):
+            # A claim that misses sends the request back here with its id alone (see the dispatcher).
+            self.dispatcher.start(request, expected=request.expected)
+            return
+        try:
+            executions.update_status(self.access, request, statuses.SCHEDULED, publish_work=True,
+                                     expected=request.expected)
+        except (StaleRecordError, TransitionError) as exc:
+            # Changed since it was stored: what it is now decides.
+            LOG.debug("scheduler: execution %s changed since its request: %s", request.pk, exc)
+            self._handle_read({"id": str(request.pk)})
+
+    def _handle_read(self, body: dict[str, Any]) -> None:
         execution = self.loader.get(body.get("id"))
         if execution is None:
             LOG.warning("scheduler: no execution %s", body.get("id"))
@@ -122,7 +198,7 @@ class Scheduler(Handler):
         """requested/delayed -> this process's dispatcher if it has room, else scheduled on the bus."""
         if not self._admitted(execution):
             return
-        if self.dispatcher is not None and self.dispatcher.has_room():
+        if self.dispatcher is not None and self.dispatcher.has_room(ROOM_WAIT):
             self.dispatcher.start(execution)
             return
         self._move(execution, statuses.SCHEDULED, publish_work=True)

@@ -23,7 +23,9 @@ defaults, where they come from) is kept in ``STORED`` (a RecordCache): it is
 forgotten on a config or schema write through Access in this process, and read
 again after STORED_TTL seconds, which bounds how long a change made by another
 process (``st2ctl reload``, the API) goes unseen. A config with an error is
-never kept. Datastore references are rendered on every load, for its user.
+never kept. Runs that find the entry expired at the same moment (a burst)
+share one read of it. Datastore references are rendered on every load, for
+its user.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+from eventlet.event import Event
 
 from st2common import parameters
 from st2common.content.configs import config_file, secret_options, validate_values, with_defaults
@@ -57,6 +60,8 @@ LOG = logging.getLogger(__name__)
 _SAVE_ATTEMPTS = 5
 STORED_TTL = 1.0
 STORED = RecordCache("configs", (ConfigDB, ConfigSchemaDB), STORED_TTL)
+# (pack, configs path) -> the read of it in progress, which callers arriving meanwhile wait for.
+_READING: dict[tuple[str, str | None], Event] = {}
 
 
 @dataclass(frozen=True)
@@ -140,10 +145,28 @@ def _read_unresolved(pack: str, settings) -> tuple[dict[str, Any], dict[str, Any
     return attributes, with_defaults(attributes, values), path
 
 
+def _read_shared(key: tuple[str, str | None], pack: str, settings) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """_read_unresolved, once for the callers that need it at the same moment."""
+    reading = _READING.get(key)
+    if reading is not None:
+        shared = reading.wait()
+        # None: that read failed; this caller reads (and fails) on its own.
+        return shared if shared is not None else _read_unresolved(pack, settings)
+    reading = _READING[key] = Event()
+    value = None
+    try:
+        value = _read_unresolved(pack, settings)
+        return value
+    finally:
+        del _READING[key]
+        reading.send(value)
+
+
 def _unresolved(pack: str, settings) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(schema attributes, values with defaults but templates unrendered, where the values come from)."""
     configs_path = str(settings.content.configs_path) if settings is not None else None
-    attributes, values, path = STORED.get((pack, configs_path), lambda: _read_unresolved(pack, settings))
+    key = (pack, configs_path)
+    attributes, values, path = STORED.get(key, lambda: _read_shared(key, pack, settings))
     # Shared with later loads: each caller gets its own copy.
     return copy.deepcopy(attributes), copy.deepcopy(values), path
 

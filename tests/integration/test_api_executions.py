@@ -60,8 +60,12 @@ def test_post_creates_a_requested_execution_in_stackstorm_shape(api, api_setting
     assert execution["web_url"] == f"https://st2.example.com/#/history/{execution['id']}/general"
     assert "end_timestamp" not in execution and "result" not in execution
     # And the scheduler's queue got the request, with what it needs to schedule it unread
-    assert drain(api_settings, "actionrunner.req") == [{"id": execution["id"], "action_ref": "core.local",
-                                                        "delay": None}]
+    [message] = drain(api_settings, "actionrunner.req")
+    assert message == {"id": execution["id"], "action_ref": "core.local", "delay": None,
+                       "start_timestamp": message["start_timestamp"]}
+    # (when it was stored: the claim that skips reading it writes its log from that)
+    assert (datetime.datetime.fromisoformat(message["start_timestamp"])
+            == datetime.datetime.fromisoformat(execution["start_timestamp"]))
     # And it reads back the same
     assert api.get(f"/v1/executions/{execution['id']}").json == execution
 
