@@ -320,6 +320,31 @@ def _evaluate(rule: Rule, instance: TriggerInstance, scope: dict[str, Any], cach
     return Match(rule, False, f"criterion {failed.key} does not match", tuple(results))
 
 
+def _may_fire(rule: Rule, instance: TriggerInstance, scope: dict[str, Any], cache: dict) -> bool:
+    """False when _evaluate would find a plain miss; True when it would find a match or an error.
+
+    The same checks in the same order, without recording each criterion's
+    result: an instance meets most rules of its trigger type only to miss
+    them, and only matches and errors need the details.
+    """
+    if not rule.enabled or not same_trigger(rule, instance):
+        return False
+    if not rule.criteria:
+        return True
+    if not instance.payload:
+        return False
+    for criterion in rule.criteria:
+        if criterion.operator == operators.SEARCH:
+            return True
+        try:
+            rendered = _rendered(criterion.pattern, scope, cache)
+            if not operators.OPERATORS[criterion.operator](lookup(criterion.path, scope), rendered):
+                return False
+        except Exception:  # whatever it was, _evaluate meets it again and says what it means
+            return True
+    return True
+
+
 def match(rules: Iterable[Rule], instance: TriggerInstance, context: Mapping[str, Any] | None = None) -> Matches:
     """The rules to enforce for an instance (standard ones, else backstop ones), and those that errored."""
     standard: list[Rule] = []
@@ -334,6 +359,8 @@ def match(rules: Iterable[Rule], instance: TriggerInstance, context: Mapping[str
         if group is backstop and matched:
             break
         for rule in group:
+            if not _may_fire(rule, instance, scope, cache):
+                continue
             outcome = _evaluate(rule, instance, scope, cache)
             if outcome.matched:
                 matched.append(outcome)

@@ -1,4 +1,4 @@
-"""Batches: the records of trigger instances enforced at the same time, stored in one round trip.
+"""Batches: the status changes and records of trigger instances handled at the same time, one round trip each.
 
 The consumer handles up to ``[messaging] prefetch_count`` instances at once,
 each in a green thread; st2common/persistence/batches.py's Coalescer lets them
@@ -10,6 +10,16 @@ messages name).
 | RecordWriter     | one insert of rule enforcements, one insert of trace links (a   |
 |                  | link stored before is a conflict: that batch falls back to      |
 |                  | storing each instance's links one by one, skipping the repeats) |
+| StatusWriter     | one conditional write (update many) per status change: the      |
+|                  | claim pending -> processing, the end processing -> processed,   |
+|                  | and pending -> processed of the instances no rule matched       |
+
+A conditional write of many instances returns how many it moved, not which.
+All of them: each claim won. None: each lost (another engine has them). Some
+(another engine claimed one of them at the same moment, a duplicate message):
+the claims this write won cannot be told from those it lost, so none of them
+is enforced here; those this engine moved stay ``processing`` and the sweep
+finishes them (st2rulesengine.sweep) as it finishes those of a dead engine.
 """
 
 from __future__ import annotations
@@ -17,12 +27,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from st2common import statuses
 from st2common.exceptions import ConflictError
 from st2common.models.db.enforcement import RuleEnforcementDB
 from st2common.models.db.trace import TraceComponentDB, TraceDB
+from st2common.models.db.trigger import TriggerInstanceDB
 from st2common.persistence.access import Access
 from st2common.persistence.batches import DEFAULT_BATCH_SIZE, Coalescer
 from st2common.services import trace as trace_service
+from st2common.services import triggerinstances
 
 
 Link = tuple[str, Any, "str | None", "tuple[str, str] | None"]
@@ -62,6 +75,51 @@ class RecordWriter:
             for records in linked:
                 trace_service.add_links(records.trace, records.links)
         return [None] * len(batch)
+
+
+class StatusWriter:
+    """Moves the status of concurrently handled trigger instances, one conditional write per batch and change."""
+
+    def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self._claim = self._mover(statuses.TRIGGER_INSTANCE_PENDING, statuses.TRIGGER_INSTANCE_PROCESSING,
+                                  batch_size)
+        self._finish = self._mover(statuses.TRIGGER_INSTANCE_PROCESSING, statuses.TRIGGER_INSTANCE_PROCESSED,
+                                   batch_size)
+        self._skip = self._mover(statuses.TRIGGER_INSTANCE_PENDING, statuses.TRIGGER_INSTANCE_PROCESSED, batch_size)
+
+    def claim(self, instance: TriggerInstanceDB) -> bool | None:
+        """pending -> processing: True when this engine has it now, False when it had moved on, None when unknown.
+
+        None: the batch's write moved some of its instances, which ones is not
+        known; whichever this engine moved is left to the sweep.
+        """
+        return self._claim(instance)
+
+    def finish(self, instance: TriggerInstanceDB) -> bool | None:
+        """processing -> processed of a claimed instance: True, False (the sweep took it over), None (unknown)."""
+        return self._finish(instance)
+
+    def skip(self, instance: TriggerInstanceDB) -> bool | None:
+        """pending -> processed of an instance no rule matched (nothing else to do for it)."""
+        return self._skip(instance)
+
+    @staticmethod
+    def _mover(old: str, new: str, batch_size: int) -> Coalescer:
+        def move(batch: list[TriggerInstanceDB]) -> list[bool | None]:
+            # The same instance twice (a duplicate message handled at the same moment): only the first can win.
+            first: dict[str, int] = {}
+            for position, instance in enumerate(batch):
+                first.setdefault(str(instance.pk), position)
+            moved = triggerinstances.move_instances([batch[position] for position in first.values()], old, new)
+            outcome = True if moved == len(first) else False if moved == 0 else None
+            won = set(first.values())
+            results: list[bool | None] = [outcome if position in won else False for position in range(len(batch))]
+            if outcome:
+                for position in won:
+                    batch[position].status = new
+            return results
+
+        return Coalescer(move, batch_size)
 
 
 def _link_doc(trace: TraceDB, link: Link) -> TraceComponentDB:

@@ -12,14 +12,15 @@
 |                                             | (triggers.lookup_handlers)                            |
 
 Database commands per instance (the instances handled at the same moment
-share the batched ones, st2rulesengine.batches):
+share the batched ones, st2rulesengine.batches); there is no load when the
+message carries the instance (triggerinstances.dispatch_message):
 
 | instance                | commands                                                      |
 | ----------------------- | ------------------------------------------------------------- |
-| no rule matches         | load (batched); pending -> processed                          |
-| enforced by one rule    | load (batched); pending -> processing; the execution request  |
-|                         | (executions.request); its rule and trigger fields; records    |
-|                         | (batched); processing -> processed                            |
+| no rule matches         | load, pending -> processed (both batched)                     |
+| enforced by one rule    | load, pending -> processing (batched); the execution request  |
+|                         | (executions.request, its rule and trigger fields in the same  |
+|                         | insert); records, processing -> processed (batched)           |
 
 An instance left ``processing`` by an engine that died is finished by the
 sweep (st2rulesengine.sweep, ``recover``): the rules enforced before are not
@@ -44,7 +45,7 @@ from st2common.services import triggerinstances, triggers
 from st2common.transport.consumer import Handler
 from st2common.transport.publisher import Publisher
 from st2rulesengine import matcher
-from st2rulesengine.batches import Records
+from st2rulesengine.batches import Records, StatusWriter
 from st2rulesengine.enforcer import Enforcer, Occurrence
 from st2rulesengine.index import RuleIndex
 
@@ -80,6 +81,7 @@ class RulesEngine(Handler):
         self.enforcer = enforcer or Enforcer(publisher, lookups=self.lookups)
         self.instances = Access(TriggerInstanceDB)
         self.loader = Loader(self.instances)
+        self.statuses = StatusWriter()
         # Ids of the instances this process holds in ``processing`` right now: never stuck.
         self.in_hand: set[str] = set()
 
@@ -90,7 +92,8 @@ class RulesEngine(Handler):
 
     def handle(self, body: dict[str, Any]) -> None:
         """Process the trigger instance body["id"] unless another copy has it already."""
-        instance = self.loader.get(body.get("id"))
+        # The message carries a small instance whole; the claim below still checks the stored status.
+        instance = triggerinstances.instance_from_message(body) or self.loader.get(body.get("id"))
         if instance is None:
             LOG.warning("rules engine: no trigger instance %s", body.get("id"))
             return
@@ -101,12 +104,15 @@ class RulesEngine(Handler):
         # matches is done in one write.
         evaluation = self.match(instance)
         if not evaluation.anything:
-            triggerinstances.update_instance_status(instance, statuses.TRIGGER_INSTANCE_PROCESSED)
+            self.statuses.skip(instance)
             return
-        claimed = triggerinstances.update_instance_status(instance, statuses.TRIGGER_INSTANCE_PROCESSING)
+        claimed = self.statuses.claim(instance)
         if claimed is None:
+            LOG.warning("rules engine: trigger instance %s was claimed at the same moment elsewhere; if this engine "
+                        "has it, the sweep finishes it", instance.pk)
+        if not claimed:
             return
-        self._finish(claimed, evaluation, body)
+        self._finish(instance, evaluation, body)
 
     def recover(self, instance: TriggerInstanceDB) -> bool:
         """Finish an instance whose processing a dead engine left half done; True once it is processed.
@@ -138,6 +144,8 @@ class RulesEngine(Handler):
                 if instance.status != statuses.TRIGGER_INSTANCE_PROCESSING_FAILED:
                     triggerinstances.update_instance_status(instance, statuses.TRIGGER_INSTANCE_PROCESSING_FAILED)
                 return False
+            if not via:
+                return bool(self.statuses.finish(instance))
             return triggerinstances.update_instance_status(instance, statuses.TRIGGER_INSTANCE_PROCESSED,
                                                            via=via) is not None
         finally:
@@ -151,9 +159,10 @@ class RulesEngine(Handler):
         if not rules.entries:
             return Evaluation(trigger, type_ref, matcher.Matches((), ()), {})
         lookups = self.lookups()
-        candidates = rules.candidates({**lookups, matcher.TRIGGER: instance.payload})
+        payload = instance.payload  # each read of the field costs a conversion
+        candidates = rules.candidates({**lookups, matcher.TRIGGER: payload})
         subject = matcher.TriggerInstance(
-            trigger_type=type_ref, payload=instance.payload,
+            trigger_type=type_ref, payload=payload,
             trigger_parameters=dict(trigger.parameters or {}) if trigger is not None else {},
             trigger_ref=instance.trigger, id=str(instance.pk))
         outcome = matcher.match([rule for rule, _ in candidates], subject, lookups)

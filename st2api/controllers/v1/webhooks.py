@@ -98,10 +98,13 @@ class WebhooksController(ResourceController):
                 raise NotFoundError("webhook", hook, f"Webhook {hook} not registered with st2")
             payload = {"headers": headers, "headers_lower": {k.lower(): v for k, v in headers.items()},
                        "body": body}
-            context = {"trace_tag": header_tag or default_trace_tag(hook)}
+            tag = header_tag or default_trace_tag(hook)
+            # A tag made up here names no trace yet: the first instance starts it, the others join it.
+            context = {"trace_tag": tag} if header_tag else None
             for trigger in triggers:
                 instance = triggerinstances.dispatch(self.state.publisher, trigger.ref, payload,
-                                                     trace_context=context, validate=validate)
+                                                     trace_context=context, validate=validate, new_trace_tag=tag)
+                context = {"trace_tag": tag}
                 LOG.info("webhook %s: trigger instance %s of %s", hook, instance.pk, trigger.ref)
         return reply(body, status=202)
 
@@ -111,10 +114,11 @@ class WebhooksController(ResourceController):
         trigger = body.get("trigger")
         if not trigger:
             raise ValidationError("Trigger not specified.", field="trigger")
-        tag = body.get("trace_tag") or header_tag or default_trace_tag(SYSTEM_HOOK)
+        tag = body.get("trace_tag") or header_tag
         try:
             instance = triggerinstances.dispatch(self.state.publisher, trigger, body.get("payload") or {},
-                                                 trace_context={"trace_tag": tag}, validate=validate)
+                                                 trace_context={"trace_tag": tag} if tag else None,
+                                                 validate=validate, new_trace_tag=default_trace_tag(SYSTEM_HOOK))
         except NotFoundError as exc:
             # The hook exists; what the body names does not.
             raise ValidationError(str(exc), field="trigger") from None
