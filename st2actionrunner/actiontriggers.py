@@ -113,9 +113,9 @@ class ActionTriggers:
             apart.extend(together)
         else:
             for instance, (trace, _) in zip(instances, traces_links):
+                # The instance travels whole when small, so the rules engine need not read it.
                 self.publisher.publish(triggerinstances.DISPATCH_EXCHANGE, trigger_type.ref,
-                                       {"id": str(instance.pk), "trace_id": str(trace.pk),
-                                        "trace_tag": trace.trace_tag})
+                                       triggerinstances.dispatch_message(instance, trace))
         for execution in apart:
             try:
                 self.one_by_one(execution)

@@ -14,7 +14,9 @@ the memory of the process that reads them.
 |                                             | goes unseen                                            |
 
 A read that raced with a write is not kept: ``get`` stores what it loaded
-only when nothing was forgotten meanwhile. Entries are per database, so one
+only when nothing was forgotten meanwhile. Green threads that miss the same
+key while it is being read wait for that read instead of sending their own
+(an entry expiring under load made every request in flight read it). Entries are per database, so one
 process that moves between databases (the tests do) never sees another's
 records. Values are shared between callers: treat them as read-only.
 """
@@ -24,7 +26,11 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, TypeVar
 
+from eventlet import patcher
+from eventlet.event import Event
 from mongoengine.connection import ConnectionFailure, get_db
+
+from st2common.exceptions import DatabaseError
 
 from st2common.persistence.access import on_write
 from st2common.transport.consumer import Handler
@@ -53,6 +59,8 @@ class RecordCache:
         self.watched_ttl = watched_ttl if watched_ttl is not None else ttl
         self.watched = False
         self._entries: dict[tuple, tuple[float, Any]] = {}
+        # Reads in flight by key, for green threads missing the same key meanwhile.
+        self._loading: dict[tuple, Event] = {}
         self._generation = 0
         for model in models:
             on_write(model, self.forget)
@@ -64,6 +72,26 @@ class RecordCache:
         entry = self._entries.get(scoped)
         if entry is not None and entry[0] > now:
             return entry[1]
+        if not patcher.is_monkey_patched("thread"):
+            # Real threads cannot wait on a green event: each reads for itself.
+            return self._load(key, scoped, load)
+        reading = self._loading.get(scoped)
+        if reading is not None:
+            return reading.wait()
+        reading = self._loading[scoped] = Event()
+        try:
+            value = self._load(key, scoped, load)
+        except BaseException as exc:
+            # Waiters fail alike; a kill of this green thread must not leave them waiting.
+            reading.send_exception(exc if isinstance(exc, Exception)
+                                   else DatabaseError(f"{self.name}: the read of {key!r} was interrupted"))
+            raise
+        finally:
+            del self._loading[scoped]
+        reading.send(value)
+        return value
+
+    def _load(self, key: Any, scoped: tuple, load: Callable[[], V]) -> V:
         generation = self._generation
         value = load()
         if generation == self._generation:

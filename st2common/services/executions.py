@@ -51,7 +51,7 @@ from st2common.models.db.action import ActionDB
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
 from st2common.models.db.runner import RunnerTypeDB
-from st2common.persistence.access import UPDATE, Access
+from st2common.persistence.access import CREATE, UPDATE, Access
 from st2common.persistence.cache import RecordCache
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import WORK_QUEUES
@@ -242,7 +242,7 @@ def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | 
     )
     for name, value in (origin(execution) if origin else {}).items():
         setattr(execution, name, value)
-    executions.add_or_update(execution)
+    executions.add_or_update(execution, publish=False)
     if parent_id is not None and not executions.push(parent_id, "children", [str(execution.pk)]):
         executions.delete(execution, publish=False)
         raise NotFoundError("execution", parent_id, f'Parent execution "{parent_id}" cannot be found.')
@@ -250,6 +250,8 @@ def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | 
     publisher.publish(WORK_EXCHANGE, statuses.REQUESTED,
                       {"id": str(execution.pk), "action_ref": action["ref"], "delay": delay,
                        "start_timestamp": now.isoformat()})
+    # After the work: nothing on the way to running waits for the record's create event.
+    executions.publish(CREATE, execution)
     LOG.info("execution %s of %s requested by %s", execution.pk, action["ref"], ctx["user"])
     return execution
 

@@ -98,3 +98,42 @@ def test_a_listener_is_registered_once():
     on_write(Thing, listener)
     _written(Thing)
     assert calls == [Thing]
+
+
+def test_green_threads_missing_the_same_key_at_once_share_one_read():
+    import eventlet
+
+    cache = RecordCache("things", (), ttl=60.0)
+    calls = []
+
+    def slow_load():
+        calls.append(1)
+        eventlet.sleep(0.05)  # the database's round trip: others miss meanwhile
+        return "v1"
+
+    # When ten green threads miss the key while the first read is in flight
+    threads = [eventlet.spawn(cache.get, "k", slow_load) for _ in range(10)]
+    # Then all get its value, and the database was read once
+    assert [thread.wait() for thread in threads] == ["v1"] * 10
+    assert len(calls) == 1
+
+
+def test_a_shared_read_that_fails_fails_every_waiter_and_is_not_kept():
+    import eventlet
+
+    cache = RecordCache("things", (), ttl=60.0)
+
+    def failing_load():
+        eventlet.sleep(0.05)
+        raise LookupError("the database is away")
+
+    threads = [eventlet.spawn(cache.get, "k", failing_load) for _ in range(3)]
+    for thread in threads:
+        try:
+            thread.wait()
+        except LookupError as exc:
+            assert "away" in str(exc)
+        else:
+            raise AssertionError("a waiter got a value from a failed read")
+    # And the next miss reads again
+    assert cache.get("k", Loads("v2")) == "v2"
