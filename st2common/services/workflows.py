@@ -269,8 +269,13 @@ class WorkflowService(WorkflowRecords):
                 LOG.warning("execution %s names no known task execution", child.pk)
                 return
         event = self.event(child, task, item_id)
-        outcome = self.mutate(task.workflow_execution, lambda _w, conductor: self.apply(conductor, [event]),
+        unknown: list[str] = []
+        outcome = self.mutate(task.workflow_execution, lambda _w, conductor: self.apply(conductor, [event], unknown),
                               monotonic=True)
+        if outcome is None and unknown:
+            # The conductor held here is behind: another process moved the workflow on (the API
+            # answering an inquiry, another engine copy) and requested this task. Read it again.
+            outcome = self.mutate(task.workflow_execution, lambda _w, conductor: self.apply(conductor, [event]))
         self.settle(outcome, [(task, child)])
 
     def control(self, execution: ExecutionDB) -> None:
@@ -310,13 +315,22 @@ class WorkflowService(WorkflowRecords):
             return True
         self.advance(self.mutate(workflow_id, change))
 
-    def apply(self, conductor: WorkflowConductor, events: list[TaskEvent]) -> bool:
-        """Feed child events to the conductor; True when any changed it."""
+    def apply(self, conductor: WorkflowConductor, events: list[TaskEvent], unknown: list[str] | None = None) -> bool:
+        """Feed child events to the conductor; True when any changed it.
+
+        With unknown, an event for a task the conductor does not know is noted
+        there (the caller may hold a conductor that is behind) instead of logged.
+        """
         changed = False
         for event in events:
             try:
                 changed = conductor.update_task_state(event) or changed
-            except (NotFoundError, ValidationError) as exc:
+            except NotFoundError as exc:
+                if unknown is not None:
+                    unknown.append(event.task_id)
+                else:
+                    LOG.warning("ignoring the event of task %s (seq %s): %s", event.task_id, event.seq, exc)
+            except ValidationError as exc:
                 LOG.warning("ignoring the event of task %s (seq %s): %s", event.task_id, event.seq, exc)
         return changed
 

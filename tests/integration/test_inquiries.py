@@ -21,7 +21,7 @@ from st2common.models.db.workflow import WorkflowExecutionDB
 from st2common.persistence.access import Access
 from st2common.services import inquiries, tokens
 from st2common.services.workflows import WorkflowService
-from tests.e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
+from tests.e2e.st2client_compat import official_st2, run_official, side_by_side  # noqa: F401 (session fixture)
 from workflowsupport import REPO, serve_api, st2, start_platform
 
 FIXTURE_PACK = REPO / "tests" / "fixtures" / "packs" / "inquiry_pack"
@@ -178,8 +178,9 @@ def test_official_client_lists_and_answers(platform, api_url, official_st2):
     # Given a pending inquiry
     execution, question = ask(platform)
     # When StackStorm's own CLI lists it, shows it and answers it
-    listed = run_official(["inquiry", "list", "-j"], api_url)
-    shown = run_official(["inquiry", "get", str(question.pk), "-j"], api_url)
+    # (list and get side by side: both only read, and each is a ~1 s process)
+    listed, shown = side_by_side([lambda: run_official(["inquiry", "list", "-j"], api_url),
+                                  lambda: run_official(["inquiry", "get", str(question.pk), "-j"], api_url)])
     answered = run_official(["inquiry", "respond", str(question.pk), "-r", '{"approved": true}'], api_url)
     # Then it sees the inquiry, its answer is accepted and the workflow finishes with it
     assert listed.returncode == 0, listed.stderr
@@ -231,3 +232,20 @@ def test_answer_at_once_while_the_engine_is_still_pausing(platform):
         done = platform.wait_for(execution.pk, statuses.COMPLETED)
         assert done.status == statuses.SUCCEEDED, done.result
         assert done.result["output"]["approved"] is True
+
+
+def test_an_answer_moves_the_workflow_on_at_once_not_at_the_engines_next_sweep(platform, api_url):
+    # Given a workflow engine whose periodic sweep would not come for an hour
+    for engine in platform.engines:
+        engine.stop()
+    platform.engines.clear()
+    platform.start_engine(sweep_interval=3600)
+    execution, question = ask(platform)
+    # When the inquiry is answered through the API (a process other than the engine)
+    answered = requests.put(f"{api_url}/inquiries/{question.pk}",
+                            json={"id": str(question.pk), "response": {"approved": True}})
+    assert answered.status_code == 200
+    # Then the engine runs the task after it and finishes the workflow from the events alone
+    done = platform.wait_for(execution.pk, statuses.COMPLETED)
+    assert done.status == statuses.SUCCEEDED, done.result
+    assert platform.task_names(done) == ["start", "get_approval", "finish"]
