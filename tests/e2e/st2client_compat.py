@@ -19,8 +19,11 @@ import os
 import subprocess
 import sys
 import venv
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
+import eventlet
 import pytest
 
 ST2CLIENT_VERSION = "3.9.0"
@@ -29,6 +32,10 @@ VENV_PATH = Path(os.environ.get("ST2_TEST_ST2CLIENT_VENV", REPO_ROOT / ".venv-st
 REQUIRE = os.environ.get("ST2_TEST_REQUIRE_ST2CLIENT") == "1"
 INSTALL_TIMEOUT = 600
 RUN_TIMEOUT = 120
+# CLI runs side_by_side starts at once: each is a ~1 s process, and 4 keep 2 cores busy.
+SIDE_BY_SIDE = 4
+
+T = TypeVar("T")
 
 
 class OfficialClientUnavailable(RuntimeError):
@@ -114,3 +121,16 @@ def run_project(args: list[str], base_url: str, env: dict[str, str] | None = Non
     clean.update({"ST2_BASE_URL": base_url, "ST2_API_URL": f"{base_url}/v1", "ST2_CLI_SKIP_CONFIG": "1",
                   "COLUMNS": "200", **(env or {})})
     return subprocess.run([str(PROJECT_ST2), *args], capture_output=True, text=True, timeout=timeout, env=clean)
+
+
+def side_by_side(calls: Iterable[Callable[[], T]], width: int = SIDE_BY_SIDE) -> list[T]:
+    """Run independent CLI calls (zero-argument callables) at the same time; their results, in order.
+
+    A CLI run is mostly its interpreter loading the client (about a second of CPU), and the
+    official `st2 run` then polls every 2 s: run side by side, those waits overlap instead of
+    adding up. The suite runs monkey-patched by eventlet (tests/conftest.py), so each call's
+    subprocess wait is green and a GreenPool runs them concurrently. Only for calls that do not
+    depend on each other's effects: a command that reads what another changes runs after it.
+    """
+    pool = eventlet.GreenPool(width)
+    return list(pool.imap(lambda call: call(), calls))

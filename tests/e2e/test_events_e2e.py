@@ -15,13 +15,15 @@ import os
 import signal
 import time
 import uuid
+from functools import partial
 
 import pytest
 import requests
 import yaml
 
 from e2e.conftest import TEST_PACKS, wait_for
-from e2e.st2client_compat import official_st2, run_official, run_project  # noqa: F401 (session fixture)
+from e2e.st2client_compat import (official_st2, run_official, run_project,  # noqa: F401 (session fixture)
+                                  side_by_side)
 from st2common.util.process import pid_alive
 
 pytestmark = pytest.mark.e2e
@@ -275,28 +277,36 @@ def rows(shown) -> list[dict]:
 def test_both_clis_list_and_show_rules_enforcements_triggers_instances_and_traces(st2, deploy):
     # Given the deploy run through the rule webhook_deploy (fixture `deploy`)
     rule = f"{PACK}.webhook_deploy"
-    # When the CLI lists and shows each kind of event record
+    # When the CLI lists and shows each kind of event record (side by side: they only read, and each
+    # is a ~1 s process)
+    (rules, shown_rule, rule_enforcements, enforcement, trigger_types, tick_type, instance, traces, trace,
+     timers) = side_by_side([
+        partial(st2, "rule", "list", "-p", PACK), partial(st2, "rule", "get", rule),
+        partial(st2, "rule-enforcement", "list", "--rule", rule),
+        partial(st2, "rule-enforcement", "get", deploy["enforcement"]),
+        partial(st2, "trigger", "list"), partial(st2, "trigger", "get", "sensor_pack.tick"),
+        partial(st2, "trigger-instance", "get", deploy["instance"]),
+        partial(st2, "trace", "list", "-c", deploy["tag"]), partial(st2, "trace", "get", deploy["trace"]["id"]),
+        partial(st2, "timer", "list")])
+    webhook_trigger = shown_rule["trigger"]["ref"]
+    instances = st2("trigger-instance", "list", "--trigger", webhook_trigger)
     # Then each shows the records of that run
     assert {f"{PACK}.{name}" for name in ("webhook_deploy", "every_second", "on_tick", "on_failure")} <= {
-        r["ref"] for r in rows(st2("rule", "list", "-p", PACK))}
-    shown = st2("rule", "get", rule)
-    assert (shown["ref"], shown["trigger"]["type"], shown["enabled"]) == (rule, "core.st2.webhook", True)
+        r["ref"] for r in rows(rules)}
+    assert (shown_rule["ref"], shown_rule["trigger"]["type"], shown_rule["enabled"]) == (rule, "core.st2.webhook",
+                                                                                        True)
 
-    assert deploy["enforcement"] in [e["id"] for e in rows(st2("rule-enforcement", "list", "--rule", rule))]
-    shown = st2("rule-enforcement", "get", deploy["enforcement"])
-    assert (shown["execution_id"], shown["trigger_instance_id"]) == (deploy["execution"], deploy["instance"])
+    assert deploy["enforcement"] in [e["id"] for e in rows(rule_enforcements)]
+    assert (enforcement["execution_id"], enforcement["trigger_instance_id"]) == (deploy["execution"],
+                                                                                 deploy["instance"])
 
-    assert {"core.st2.webhook", "core.st2.IntervalTimer", "sensor_pack.tick"} <= {
-        t["ref"] for t in rows(st2("trigger", "list"))}
-    assert st2("trigger", "get", "sensor_pack.tick")["payload_schema"]["required"] == ["count", "pid", "watched"]
+    assert {"core.st2.webhook", "core.st2.IntervalTimer", "sensor_pack.tick"} <= {t["ref"] for t in rows(trigger_types)}
+    assert tick_type["payload_schema"]["required"] == ["count", "pid", "watched"]
 
-    webhook_trigger = st2("rule", "get", rule)["trigger"]["ref"]
-    assert deploy["instance"] in [i["id"] for i in rows(st2("trigger-instance", "list", "--trigger", webhook_trigger))]
-    shown = st2("trigger-instance", "get", deploy["instance"])
-    assert shown["payload"]["body"]["service"] == deploy["service"]
+    assert deploy["instance"] in [i["id"] for i in rows(instances)]
+    assert instance["payload"]["body"]["service"] == deploy["service"]
 
-    assert [t["id"] for t in rows(st2("trace", "list", "-c", deploy["tag"]))] == [deploy["trace"]["id"]]
-    shown = st2("trace", "get", deploy["trace"]["id"])
-    assert [e["object_id"] for e in shown["action_executions"]] == [deploy["execution"]]
+    assert [t["id"] for t in rows(traces)] == [deploy["trace"]["id"]]
+    assert [e["object_id"] for e in trace["action_executions"]] == [deploy["execution"]]
 
-    assert "core.st2.IntervalTimer" in {t["type"] for t in rows(st2("timer", "list"))}
+    assert "core.st2.IntervalTimer" in {t["type"] for t in rows(timers)}

@@ -22,7 +22,7 @@ from st2common.transport.connection import make_connection
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
 from testsupport import make_settings
-from e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
+from e2e.st2client_compat import official_st2, run_official, side_by_side  # noqa: F401 (session fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_PACK = REPO / "tests" / "fixtures" / "packs" / "policy_pack"
@@ -159,8 +159,10 @@ def test_st2_policy_and_policy_type_commands(api_url, tmp_path):
 
 
 def test_the_official_client_lists_and_gets_policies(api_url, official_st2):
-    for args in (["policy", "list"], ["policy", "get", "policy_pack.flaky.retry"], ["policy-type", "list"],
-                 ["policy-type", "get", "action.concurrency"], ["policy", "list", "-j"]):
-        result = run_official(args, api_url)
+    commands = (["policy", "list"], ["policy", "get", "policy_pack.flaky.retry"], ["policy-type", "list"],
+                ["policy-type", "get", "action.concurrency"], ["policy", "list", "-j"])
+    # Read-only, so side by side (each is a ~1 s process).
+    results = side_by_side([lambda args=args: run_official(args, api_url) for args in commands])
+    for args, result in zip(commands, results):
         assert result.returncode == 0, (args, result.stdout, result.stderr)
-    assert "policy_pack.sleepy.concurrency" in run_official(["policy", "list"], api_url).stdout
+    assert "policy_pack.sleepy.concurrency" in results[0].stdout

@@ -20,7 +20,7 @@ from st2common.content import register
 from st2common.models.db.sensor import SensorTypeDB
 from st2common.transport.connection import make_connection
 from st2common.transport.topology import Topology
-from e2e.st2client_compat import official_st2, run_official  # noqa: F401 (session fixture)
+from e2e.st2client_compat import official_st2, run_official, side_by_side  # noqa: F401 (session fixture)
 from test_api_support import GuardedApp, api_settings, publisher, settings  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,12 +182,12 @@ def test_st2_sensor_commands(api_url):
 
 def test_official_st2client_sensor_commands(api_url, official_st2):
     # Given the official StackStorm CLI 3.9.0; When its sensor commands run; Then each succeeds
-    listed = run_official(["sensor", "list", "-j"], api_url)
+    # (the reads side by side: each is a ~1 s process)
+    listed, table, got = side_by_side([lambda args=args: run_official(args, api_url) for args in (
+        ["sensor", "list", "-j"], ["sensor", "list"], ["sensor", "get", "sensor_pack.TickerSensor", "-j"])])
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert {s["ref"] for s in json.loads(listed.stdout)} == set(REFS)
-    table = run_official(["sensor", "list"], api_url)
     assert table.returncode == 0 and "sensor_pack.TickerSensor" in table.stdout, table.stdout + table.stderr
-    got = run_official(["sensor", "get", "sensor_pack.TickerSensor", "-j"], api_url)
     assert got.returncode == 0 and json.loads(got.stdout)["class_name"] == "TickerSensor", got.stderr
     disabled = run_official(["sensor", "disable", "sensor_pack.TickerSensor", "-j"], api_url)
     assert disabled.returncode == 0, disabled.stdout + disabled.stderr
