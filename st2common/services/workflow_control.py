@@ -20,6 +20,8 @@ from st2common.transport.publisher import Publisher
 
 LOG = logging.getLogger(__name__)
 
+_NOT_STARTED = (statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED)
+
 
 def _workflow_execution(access: Access[ExecutionDB], execution_id: str, verb: str) -> ExecutionDB:
     """The execution to pause or resume; ValidationError (StackStorm's words) unless it runs a workflow."""
@@ -77,3 +79,24 @@ def resume(publisher: Publisher, execution_id: str, user: str | None = None) -> 
                     done=(statuses.RUNNING, statuses.RESUMING),
                     refusal='Unable to resume liveaction "{id}" because it is in "{status}" state and not in '
                             '"paused" state.')
+
+
+def pass_on(publisher: Publisher, access: Access[ExecutionDB], child: ExecutionDB, wanted: str,
+            parent_id: str) -> None:
+    """Pass a parent's pause, resume or cancel (wanted: pausing, resuming, canceling) on to one child.
+
+    Workflows follow all three; another child is canceled only before it
+    starts (a running action finishes, as in StackStorm). A child that moved on
+    meanwhile is left as it is.
+    """
+    is_workflow = ((child.runner or {}).get("name") or "") in registry.WORKFLOW_RUNNERS
+    try:
+        if wanted == statuses.CANCELING and child.status in statuses.CANCELABLE and (
+                is_workflow or child.status in _NOT_STARTED):
+            executions.cancel(publisher, str(child.pk))
+        elif wanted == statuses.PAUSING and is_workflow and child.status == statuses.RUNNING:
+            executions.update_status(access, child, statuses.PAUSING, publish_work=False)
+        elif wanted == statuses.RESUMING and is_workflow and child.status in (statuses.PAUSING, statuses.PAUSED):
+            executions.update_status(access, child, statuses.RESUMING, publish_work=False)
+    except (StaleRecordError, TransitionError) as exc:
+        LOG.info("child %s of %s not moved to %s: %s", child.pk, parent_id, wanted, exc)

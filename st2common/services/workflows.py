@@ -54,6 +54,7 @@ from st2common.services import executions
 from st2common.services import trace as trace_service
 # plain, kv_lookup, conductor_of, pending_tasks and still_requested are used through this module too.
 # pause, resume and resume_paused_parent are used through this module too.
+from st2common.services import workflow_control
 from st2common.services.workflow_control import pause, resume, resume_paused_parent  # noqa: F401
 from st2common.services.workflow_records import (CAS_ATTEMPTS, HeldWorkflow, Outcome, WorkflowRecords,  # noqa: F401
                                                  conductor_of, kv_lookup, pending_tasks, plain, state_fields,
@@ -67,7 +68,6 @@ WORKFLOW_EXCHANGE = "workflow.status"
 ORQUESTA = "orquesta"
 # Child statuses the conductor acts on; "running" only when it resumes a paused or pending child.
 CHILD_STATUSES = statuses.COMPLETED | {statuses.PENDING, statuses.PAUSED}
-_NOT_STARTED = (statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED)
 _REQUESTED_KEPT = 10000
 # What a plain child's completion is read for: its task, and the item, are known to the process that requested it.
 CHILD_FIELDS = ("id", "status", "result", "end_timestamp")
@@ -449,18 +449,7 @@ class WorkflowService(WorkflowRecords):
         """Pass a pause, resume or cancel on to the children that take it."""
         for child in self.executions.query({"parent": str(execution.pk)},
                                            only=("id", "status", "runner", "action", "log", "parent")):
-            is_workflow = ((child.runner or {}).get("name") or "") in registry.WORKFLOW_RUNNERS
-            try:
-                if wanted == statuses.CANCELING and child.status in statuses.CANCELABLE and (
-                        is_workflow or child.status in _NOT_STARTED):
-                    executions.cancel(self.publisher, str(child.pk))
-                elif wanted == statuses.PAUSING and is_workflow and child.status == statuses.RUNNING:
-                    executions.update_status(self.executions, child, statuses.PAUSING, publish_work=False)
-                elif wanted == statuses.RESUMING and is_workflow and child.status in (statuses.PAUSING,
-                                                                                        statuses.PAUSED):
-                    executions.update_status(self.executions, child, statuses.RESUMING, publish_work=False)
-            except (StaleRecordError, TransitionError) as exc:
-                LOG.info("child %s of %s not moved to %s: %s", child.pk, execution.pk, wanted, exc)
+            workflow_control.pass_on(self.publisher, self.executions, child, wanted, str(execution.pk))
 
     # -- the workflow's action execution -------------------------------------------------------
 

@@ -38,10 +38,10 @@ from st2common.models.db.actionchain import ActionChainExecutionDB
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
 from st2common.persistence.access import Access
-from st2common.runners import registry
 from st2common.services import executions
 from st2common.services.configs import LazyConfig
 from st2common.services.keyvalues import Datastore
+from st2common.services import workflow_control
 from st2common.services.workflows import plain, resume_paused_parent
 from st2common.templating import st2kv_context
 from st2common.transport.publisher import Publisher
@@ -54,7 +54,6 @@ RUNNER = "action-chain"
 CONTROL_STATUSES = frozenset({statuses.PAUSING, statuses.RESUMING, statuses.CANCELING, statuses.CANCELED})
 CHILD_STATUSES = statuses.COMPLETED | {statuses.PAUSED, statuses.PENDING}
 SWEPT = (statuses.REQUESTED, statuses.RUNNING, statuses.PAUSING, statuses.PAUSED, statuses.CANCELING)
-_NOT_STARTED = (statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED)
 _CAS_ATTEMPTS = 100
 _CHILD_FIELDS = ("id", "status", "context", "result", "start_timestamp", "end_timestamp", "runner", "log",
                  "parent")
@@ -262,17 +261,7 @@ class ChainService:
         child = self.current_child(conductor, execution_id)
         if child is None:
             return
-        workflow = ((child.runner or {}).get("name") or "") in registry.WORKFLOW_RUNNERS
-        try:
-            if wanted == statuses.CANCELING and child.status in statuses.CANCELABLE and (
-                    workflow or child.status in _NOT_STARTED):
-                executions.cancel(self.publisher, str(child.pk))
-            elif wanted == statuses.PAUSING and workflow and child.status == statuses.RUNNING:
-                executions.update_status(self.executions, child, statuses.PAUSING, publish_work=False)
-            elif wanted == statuses.RESUMING and workflow and child.status in (statuses.PAUSING, statuses.PAUSED):
-                executions.update_status(self.executions, child, statuses.RESUMING, publish_work=False)
-        except (StaleRecordError, TransitionError) as exc:
-            LOG.info("child %s of %s not moved to %s: %s", child.pk, execution_id, wanted, exc)
+        workflow_control.pass_on(self.publisher, self.executions, child, wanted, execution_id)
 
     # -- the chain's execution ----------------------------------------------------------------
 
