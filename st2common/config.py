@@ -129,6 +129,8 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "compression": _o("str", None),
         # Ours: the filesystem:// transport's shared folder and polling interval.
         "filesystem_path": _o(PATH, "var/bus"),
+        # Ours: keep the filesystem bus's message files in shared memory (st2common/transport/memfolder.py).
+        "filesystem_memory": _o("bool", True),
         "filesystem_polling_interval": _o("float", 0.01),
         # Ours: how often a failing message is redelivered before the record fails.
         "max_redeliveries": _o("int", 3),

@@ -3,7 +3,8 @@
 The URL is the config: ``amqp://`` for RabbitMQ, ``filesystem://`` for the
 embedded default. The filesystem transport (st2common.transport.filesystem)
 keeps every message as a file in one shared folder (``data``: in == out, so
-every process sees every queue) and the exchange -> queue tables in
+every process sees every queue; in shared memory by default, see
+st2common.transport.memfolder) and the exchange -> queue tables in
 ``control``; consumers are woken by inotify where there is one, and otherwise
 poll the data folder every ``filesystem_polling_interval`` seconds.
 """
@@ -17,17 +18,20 @@ from urllib.parse import urlsplit, urlunsplit
 import kombu
 
 from st2common.exceptions import BusError
-from st2common.transport import filesystem
+from st2common.transport import filesystem, memfolder
 
 LOG = logging.getLogger(__name__)
 
 
-def filesystem_folders(root: Path) -> dict[str, str]:
-    """The data and control folders of the filesystem transport under root, created."""
-    data = root / "data"
+def filesystem_folders(root: Path, in_memory: bool = True) -> dict[str, str]:
+    """The data and control folders of the filesystem transport under root, created.
+
+    With in_memory, data links to a folder in shared memory where there is one
+    (st2common.transport.memfolder).
+    """
     control = root / "control"
-    for folder in (data, control):
-        folder.mkdir(parents=True, exist_ok=True)
+    control.mkdir(parents=True, exist_ok=True)
+    data = memfolder.data_folder(root, in_memory)
     return {"data_folder_in": str(data), "data_folder_out": str(data), "control_folder": str(control)}
 
 
@@ -49,7 +53,7 @@ def make_connection(messaging) -> kombu.Connection:
     """A new, unconnected kombu Connection for the [messaging] section."""
     url = messaging.url
     if url.startswith("filesystem:"):
-        options = filesystem_folders(Path(messaging.filesystem_path))
+        options = filesystem_folders(Path(messaging.filesystem_path), messaging.filesystem_memory)
         options["polling_interval"] = messaging.filesystem_polling_interval
         return kombu.Connection(url, transport=filesystem.Transport, transport_options=options)
     return kombu.Connection(url, connect_timeout=5, heartbeat=0)
