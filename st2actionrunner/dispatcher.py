@@ -251,21 +251,27 @@ class Dispatcher:
 
     def _run_runner(self, run: Run, execution: ExecutionDB, output: Callable[[str, str], None]) -> RunResult:
         runner_type = (execution.runner or {}).get("name") or (execution.action or {}).get("runner_type")
-        token = None
+        token, stored = None, None
         if runner_type in PROCESS_RUNNERS and self.settings.auth.enable:
-            token = self._execution_token(execution)
+            # Stored while the run's context is built; waited for before the action can use it.
+            token, stored = self._execution_token(execution)
         try:
             runner = registry.resolve(runner_type)(self._context(execution, output, token))
+            if stored is not None:
+                stored.wait()
             return self._run_started(run, runner)
         finally:
             if token:
-                tokens.revoke(token)
+                # Off the run's path: its end is recorded without waiting for the delete.
+                eventlet.spawn_n(_revoke, run.execution_id, token, stored)
 
-    def _execution_token(self, execution: ExecutionDB) -> str:
-        """A token of the execution's user for the action's own API calls, as StackStorm issues one."""
+    def _execution_token(self, execution: ExecutionDB) -> tuple[str, GreenThread]:
+        """A token of the execution's user for the action's own API calls, as StackStorm issues one,
+        and the green thread storing it."""
         user = (execution.context or {}).get("user") or self.settings.system_user.user
-        return tokens.issue(self.settings, user, ttl=self.settings.auth.service_token_ttl, service=True,
-                            metadata={"service": "actionrunner", "execution_id": str(execution.pk)})[1]
+        token, raw = tokens.prepare(user, self.settings.auth.service_token_ttl, service=True,
+                                    metadata={"service": "actionrunner", "execution_id": str(execution.pk)})
+        return raw, eventlet.spawn(tokens.store, token)
 
     def _run_started(self, run: Run, runner) -> RunResult:
         run.runner = runner
@@ -468,6 +474,14 @@ class Dispatcher:
         with eventlet.Timeout(wait, False):
             self.pool.waitall()
         return abandoned
+
+
+def _revoke(execution_id: str, token: str, stored: GreenThread) -> None:
+    try:
+        stored.wait()  # a run that failed early may not have waited: the delete must come after
+        tokens.revoke(token)
+    except Exception as exc:  # whatever the database raised: the token expires on its own
+        LOG.warning("execution %s: its token was not revoked: %s", execution_id, exc)
 
 
 class OutputWriter:

@@ -43,12 +43,25 @@ def issue(settings, user: str, ttl: int | None = None, metadata: dict[str, Any] 
         raise ValidationError(f"TTL specified {ttl} is greater than max allowed {limit}.", field="ttl")
     if not service:
         ensure_user(user)
+    token, raw = prepare(user, ttl, metadata, service)
+    store(token)
+    return token, raw
+
+
+def prepare(user: str, ttl: int, metadata: dict[str, Any] | None = None,
+            service: bool = False) -> tuple[TokenDB, str]:
+    """A token not stored yet (no checks: the caller's ttl is trusted), and its raw value."""
     raw = uuid.uuid4().hex
     token = TokenDB(user=user, token_hash=token_hash(raw), expiry=utcnow() + datetime.timedelta(seconds=ttl),
                     metadata=metadata or {}, service=service)
-    Access(TokenDB).add_or_update(token, publish=False)
-    LOG.log(logging.DEBUG if service else logging.INFO, "auth: token %s issued to %s for %d s", token.pk, user, ttl)
     return token, raw
+
+
+def store(token: TokenDB) -> None:
+    """Store a prepared token: from now on it authenticates."""
+    Access(TokenDB).add_or_update(token, publish=False)
+    LOG.log(logging.DEBUG if token.service else logging.INFO, "auth: token %s issued to %s (expires %s)",
+            token.pk, token.user, iso_expiry(token.expiry))
 
 
 def ensure_user(name: str) -> None:
