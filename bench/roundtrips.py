@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     services = []
     prefix = f"st2rt{uuid.uuid4().hex[:8]}"
     try:
-        install_pack("dummy_pack", root / "packs")
+        for pack in ("dummy_pack", "wf_pack"):
+            install_pack(pack, root / "packs")
         settings = config.load(path=None, env={
             "ST2_SYSTEM__BASE_PATH": str(root),
             "ST2_MESSAGING__URL": args.bus,
