@@ -4,7 +4,7 @@ Run from the repository root:
 
     .venv/bin/python bench/bus.py [--transport filesystem|amqp|all] [--intervals 0.002,0.005,0.01]
         [--watch on|off|both] [--layers raw,st2] [--messages 2000] [--pings 200] [--repeat 3]
-        [--idle-seconds 3] [--amqp-url amqp://guest:guest@127.0.0.1:5672//]
+        [--idle-seconds 3] [--bystander 1000] [--amqp-url amqp://guest:guest@127.0.0.1:5672//]
 
 It prints a Markdown table (docs/benchmarks.md keeps the figures). Everything runs
 in one eventlet-patched process, as the services do: the consumer waits for
@@ -18,6 +18,10 @@ messages in its own green thread, the publisher is the main green thread.
   Rates are the median of --repeat runs.
 - idle CPU: CPU time per wall second of a consumer with nothing to do, for
   1 queue and for 5 (the action runner consumes 5), over --idle-seconds.
+- bystander: CPU milliseconds a consumer in another process spends while
+  --bystander messages for a queue it does not consume are published and
+  consumed (every platform process is such a bystander for most messages),
+  with its idle CPU over the same wall time subtracted. Our layer only.
 
 "raw" is plain kombu (its stock filesystem transport, one kombu.Consumer that
 acks in its callback); "st2" is st2common.transport (Publisher, Consumer with a
@@ -228,7 +232,8 @@ def start_layer(settings, topology: Topology, publisher: Publisher, names, probe
     return lambda: (consumer.stop(), thread.wait())
 
 
-def bench_layer(settings, messages: int, pings: int, idle_seconds: float, repeat: int, gap: float) -> dict:
+def bench_layer(settings, messages: int, pings: int, idle_seconds: float, repeat: int, gap: float,
+                bystander: int = 0) -> dict:
     topology = Topology(settings.messaging.prefix)
     publisher = Publisher(connect(settings), topology)
     publisher.declare_work_queues()
@@ -251,6 +256,8 @@ def bench_layer(settings, messages: int, pings: int, idle_seconds: float, repeat
                                                        Probe()), idle_seconds)
         result["idle5"] = idle_cpu(lambda: start_layer(settings, topology, publisher, IDLE_QUEUES, Probe()),
                                    idle_seconds)
+        if bystander:
+            result["bystander"] = bystander_cpu(settings, topology, publisher, publish, bystander)
         return result
     finally:
         with make_connection(settings.messaging) as conn:
@@ -293,12 +300,95 @@ def idle_cpu(start, seconds: float) -> float:
     return used
 
 
+# The bystander: a consumer process on queues nobody publishes to in this benchmark. It prints
+# "ready", then its CPU seconds for every line it reads, and stops at end of input.
+BYSTANDER = """
+import eventlet
+eventlet.monkey_patch()
+import os, sys, time, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+from st2common import config
+from st2common.transport.connection import make_connection
+from st2common.transport.consumer import Consumer, Handler, run_in_background
+from st2common.transport.topology import Topology
+settings = config.load()
+topology = Topology(settings.messaging.prefix)
+handlers = []
+for name in sys.argv[2:]:
+    handler = Handler()
+    handler.queue = topology.work_queue(name)
+    handlers.append(handler)
+connection = make_connection(settings.messaging)
+if not %(watch)r:
+    connection.transport_options["folder_watch"] = False
+consumer = Consumer(connection, None, handlers)
+thread = run_in_background(consumer)
+consumer.wait_ready(10)
+print("ready", flush=True)
+# os.read is green once patched (sys.stdin is not): the consumer runs while this waits.
+while True:
+    data = os.read(0, 64)
+    if not data:
+        break
+    for _ in range(data.count(b"\\n")):
+        print(time.process_time(), flush=True)
+consumer.stop()
+thread.wait()
+"""
+
+
+def bystander_cpu(settings, topology: Topology, publisher: Publisher, publish, messages: int) -> float:
+    """CPU ms another process's idle consumer spends while messages for a queue it does not consume flow."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, ST2_MESSAGING__URL=settings.messaging.url,
+               ST2_MESSAGING__PREFIX=settings.messaging.prefix,
+               ST2_MESSAGING__FILESYSTEM_PATH=str(settings.messaging.filesystem_path),
+               ST2_MESSAGING__FILESYSTEM_POLLING_INTERVAL=str(settings.messaging.filesystem_polling_interval))
+    root = str(Path(__file__).resolve().parent.parent)
+    # The action runner's other four queues: the bystander shares the folder, not the queue.
+    child = subprocess.Popen([sys.executable, "-c", BYSTANDER % {"watch": settings.folder_watch}, root,
+                              *IDLE_QUEUES[1:]],
+                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if child.stdout.readline().strip() != "ready":
+            raise SystemExit("the bystander consumer did not start")
+
+        def cpu() -> float:
+            child.stdin.write("\n")
+            child.stdin.flush()
+            return float(child.stdout.readline())
+
+        probe = Probe()
+        stop = start_layer(settings, topology, publisher, ["actionrunner.req"], probe)
+        try:
+            eventlet.sleep(0.3)
+            before, started = cpu(), time.perf_counter()
+            for i in range(messages):
+                publish(i)
+            probe.wait_for(messages)
+            eventlet.sleep(0.05)
+            busy, wall = cpu() - before, time.perf_counter() - started
+        finally:
+            stop()
+        # The same wall time with nothing flowing: what the bystander costs anyway.
+        before = cpu()
+        eventlet.sleep(wall)
+        idle = cpu() - before
+        return max(0.0, busy - idle) * 1000
+    finally:
+        child.stdin.close()
+        child.wait(30)
+
+
 # -- table ------------------------------------------------------------------------------------
 
 
 COLUMNS = ("transport", "code", "rtt median ms", "rtt p95 ms", "publish/s", "consume/s", "idle CPU% 1 queue",
-           "idle CPU% 5 queues")
-WIDTHS = (20, 4, 13, 10, 9, 9, 17, 18)
+           "idle CPU% 5 queues", "bystander CPU ms")
+WIDTHS = (20, 4, 13, 10, 9, 9, 17, 18, 16)
 HEADER = "\n".join(("| " + " | ".join(f"{c:<{w}}" for c, w in zip(COLUMNS, WIDTHS)) + " |",
                      "| " + " | ".join("-" * w for w in WIDTHS) + " |"))
 
@@ -309,7 +399,8 @@ def row(transport: str, layer: str, result: dict) -> str:
     p95 = rtt[min(len(rtt) - 1, int(len(rtt) * 0.95))]
     cells = (transport, layer, f"{statistics.median(rtt) * 1000:.3f}", f"{p95 * 1000:.3f}",
              f"{statistics.median(result['publish']):.0f}", f"{statistics.median(result['consume']):.0f}",
-             f"{result['idle1']:.1f}", f"{result['idle5']:.1f}")
+             f"{result['idle1']:.1f}", f"{result['idle5']:.1f}",
+             f"{result['bystander']:.0f}" if "bystander" in result else "-")
     return "| " + " | ".join(f"{c:>{w}}" if i > 1 else f"{c:<{w}}"
                              for i, (c, w) in enumerate(zip(cells, WIDTHS))) + " |"
 
@@ -324,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated filesystem polling intervals (default: the configured one)")
     parser.add_argument("--idle-seconds", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (rates: median; rtt: all samples)")
+    parser.add_argument("--bystander", type=int, default=1000,
+                        help="messages flowing past another process's idle consumer (0: skip)")
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
     parser.add_argument("--layers", default="raw,st2", help="raw, st2 or both")
     parser.add_argument("--watch", choices=("on", "off", "both"), default="both",
@@ -355,8 +448,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 name, gap = f"filesystem poll {polling * 1000:g} ms", polling
             for layer in run_layers:
-                bench = bench_raw if layer == "raw" else bench_layer
-                result = bench(settings, args.messages, args.pings, args.idle_seconds, args.repeat, gap)
+                if layer == "raw":
+                    result = bench_raw(settings, args.messages, args.pings, args.idle_seconds, args.repeat, gap)
+                else:
+                    result = bench_layer(settings, args.messages, args.pings, args.idle_seconds, args.repeat, gap,
+                                         args.bystander)
                 print(row(name, layer, result), flush=True)
         finally:
             shutil.rmtree(folder, ignore_errors=True)

@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import requests  # noqa: E402
 
 from e2e.conftest import RABBITMQ_URL, Platform, delete_topology  # noqa: E402
+from st2common.transport.filesystem import ready_files  # noqa: E402
 from st2common.transport.topology import WORK_QUEUES  # noqa: E402
 
 TERMINAL = {"succeeded", "failed", "timeout", "canceled", "abandoned"}
@@ -182,9 +183,11 @@ def backlog(platform: Platform, bus: str, amqp_url: str) -> dict[str, int]:
                 counts[name] = channel.queue_declare(f"{platform.prefix}.{name}", passive=True).message_count
         return {name: count for name, count in counts.items() if count}
     counts: dict[str, int] = {}
-    for path in (platform.root / "var" / "bus").rglob(f"*.{platform.prefix}.*.msg"):
-        queue = path.name.partition(f".{platform.prefix}.")[2][:-len(".msg")]
-        counts[queue] = counts.get(queue, 0) + 1
+    data = platform.root / "var" / "bus" / "data"
+    for folder in data.glob(f"{platform.prefix}.*"):
+        count = len(ready_files(str(data), folder.name))
+        if count:
+            counts[folder.name[len(platform.prefix) + 1:]] = count
     return counts
 
 

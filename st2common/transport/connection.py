@@ -2,11 +2,12 @@
 
 The URL is the config: ``amqp://`` for RabbitMQ, ``filesystem://`` for the
 embedded default. The filesystem transport (st2common.transport.filesystem)
-keeps every message as a file in one shared folder (``data``: in == out, so
-every process sees every queue; in shared memory by default, see
-st2common.transport.memfolder) and the exchange -> queue tables in
-``control``; consumers are woken by inotify where there is one, and otherwise
-poll the data folder every ``filesystem_polling_interval`` seconds.
+keeps every message as a file in a folder per queue under one shared folder
+(``data``: in == out, so every process sees every queue; in shared memory by
+default, see st2common.transport.memfolder) and the exchange -> queue tables
+in ``control``; consumers are woken by inotify where there is one, and
+otherwise poll their queues' folders every ``filesystem_polling_interval``
+seconds.
 """
 
 from __future__ import annotations

@@ -2,24 +2,34 @@
 
 Datasheet (what differs from ``kombu.transport.filesystem``, and why):
 
-- Layout is kombu's: one shared ``data`` folder (in == out) holds every message
-  as a file ``<ms>_<uuid>.<queue>.msg``; the ``control`` folder holds one
+- Layout: the shared ``data`` folder (in == out) holds one subfolder per queue,
+  and each ready message is a file ``data/<queue>/<ms>_<uuid>.msg``. Stock
+  kombu keeps every message of every queue flat in ``data``, so a process that
+  watches the folder is woken by every message anyone publishes, and a listing
+  of one queue lists them all. The ``control`` folder holds one
   ``<exchange>.exchange`` file per exchange with its bindings, so every process
   routes alike. Exchange *types* live in memory only: a process must declare an
   exchange before it publishes to it (the Publisher does).
 - Publish writes a temporary file in the ``.work`` subfolder of the data folder
-  and renames it into place. Stock kombu creates the file and then writes it,
-  so a fast reader can take an empty or half-written message, fail to parse it
-  and stop consuming.
-- Consume lists the folder once per poll for all the channel's queues and hands
-  out up to the prefetch budget, oldest first. Stock kombu lists (and sorts) the
-  whole folder once per queue per poll and per message, which is quadratic in
-  the backlog.
+  and renames it into the queue's folder (created on declare, or on the first
+  message). Stock kombu creates the file and then writes it, so a fast reader
+  can take an empty or half-written message, fail to parse it and stop
+  consuming.
+- Routing reads an exchange's bindings file once and keeps the table in
+  memory (per process) until the file changes: one ``os.stat`` per publish
+  compares inode, size and mtime. Stock kombu opens, locks, reads and parses
+  the file for every message. A table read less than RACY_SECONDS after its
+  file changed is not kept: a second change within the same mtime tick could
+  leave the size alone and go unnoticed.
+- Consume lists the folders of the channel's queues once per poll and hands
+  out up to the prefetch budget, oldest first across them. Stock kombu lists
+  (and sorts) the whole folder once per queue per poll and per message, which
+  is quadratic in the backlog.
 - A message is claimed by renaming it into ``.work`` (atomic: the same file
-  system). Stock kombu moves it to the system temporary folder, which is a copy
-  plus a delete when /tmp is another file system, so competing consumers can
-  both get it. Writing and claiming in a subfolder keeps the data folder's
-  inotify events to one per message: every consumer process watches it.
+  system) as ``.<ms>_<uuid>.<queue>.msg.<pid>.claim``. Stock kombu moves it to
+  the system temporary folder, which is a copy plus a delete when /tmp is
+  another file system, so competing consumers can both get it. Writing and
+  claiming in ``.work`` keeps a queue folder's inotify events to one per message.
 - Unacked messages live in the consumer's memory only: a killed consumer loses
   them (the services' start-up sweeps re-publish the records). A channel closed
   cleanly puts them back on the queue they came from; stock kombu re-routes them
@@ -28,31 +38,33 @@ Datasheet (what differs from ``kombu.transport.filesystem``, and why):
   a dead process, collecting messages nobody reads. The Consumer records which
   pid consumes each (``control/broadcast-owners.json``) and unbinds its own on
   stop; ``sweep_dead_processes``, run by every consumer as it starts, unbinds
-  those whose process is dead and deletes their messages. It also puts back a
-  message a dead consumer had renamed but not yet read, and deletes files a dead
-  publisher had not finished writing (both names carry the pid).
-- Waking up: on Linux an idle consumer waits on inotify for a message file to
-  be renamed into (or written in) the data folder, so a message is picked up at
-  once and an idle consumer costs next to nothing; it still looks every
-  WATCHED_POLL_INTERVAL for writers inotify cannot see (another host over NFS).
-  Without inotify (other systems, the per-user instance limit reached, or the
-  ``folder_watch`` transport option false) it polls every
-  ``polling_interval``: latency is half of that on average, and each poll costs
-  one directory listing. docs/benchmarks.md has the figures.
+  those whose process is dead and removes their folders. It also puts back a
+  message a dead consumer had renamed but not yet read, deletes files a dead
+  publisher had not finished writing (both names carry the pid and the queue),
+  and moves messages left flat in the data folder by an older version into
+  their queue folders.
+- Waking up: on Linux an idle consumer waits on inotify, one watch per folder
+  of a queue it consumes (st2common.transport.folderwatch: one inotify instance
+  per connection; its watches follow the consumed queues as they change, and a
+  removed folder is watched again), so a message is picked up at once and
+  the kernel wakes only the processes that consume its queue. Watching the one
+  shared folder instead woke every platform process for every message, each
+  paying a read of the events and a look at its queues (docs/benchmarks.md,
+  "bystander"). It still looks every WATCHED_POLL_INTERVAL for writers inotify
+  cannot see (another host over NFS). Without inotify (other systems, the
+  per-user instance or watch limit reached, or the ``folder_watch`` transport
+  option false) it polls every ``polling_interval``: latency is half of that on
+  average, and each poll costs one listing per consumed queue.
 - While the prefetch is full of unfinished work a consumer looks again every
   SATURATED_INTERVAL, so draining a backlog does not wait a poll per batch.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import logging
 import os
 import re
-import select
-import struct
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -63,6 +75,7 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
+from st2common.transport.folderwatch import FolderWatch
 from st2common.util.process import pid_alive
 
 LOG = logging.getLogger(__name__)
@@ -76,36 +89,63 @@ MAX_BATCH = 256
 SATURATED_INTERVAL = 0.001
 # With inotify waking consumers, a slow poll only as a safety net.
 WATCHED_POLL_INTERVAL = 1.0
-# inotify(7): event header, and the masks we use.
-_EVENT = struct.Struct("iIII")
-IN_CLOSE_WRITE, IN_MOVED_TO, IN_Q_OVERFLOW, IN_IGNORED = 0x8, 0x80, 0x4000, 0x8000
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if hasattr(os, "O_CLOEXEC") else None
-if _LIBC is not None and not hasattr(_LIBC, "inotify_init1"):
-    _LIBC = None
+# A bindings file changed more recently than this may change again within the same mtime tick
+# (a few ms on most file systems), so its table is read again rather than kept.
+RACY_SECONDS = 0.1
 # Where messages are written before they are published and moved when claimed.
 WORK_FOLDER = ".work"
-# A claimed (being read) or temporary (being written) message file: .<name>.<pid>.claim|tmp
+# A claimed (being read) or temporary (being written) message file: .<ms>_<uuid>.<queue>.msg.<pid>.claim|tmp
 LEFTOVER = re.compile(r"^\.(?P<name>.+\.msg)\.(?P<pid>\d+)\.(?P<kind>claim|tmp)$")
 # In the control folder: broadcast queue name -> pid of the process consuming it.
 OWNERS_FILE = "broadcast-owners.json"
+# Bindings file path -> ((inode, size, mtime), table), shared by the process's channels.
+_TABLES: dict[str, tuple[tuple[int, int, int], list]] = {}
 
 
 def queue_of(filename: str) -> str | None:
-    """The queue a data file belongs to, or None for anything that is not a ready message."""
+    """The queue named in a flat message file name (<ms>_<uuid>.<queue>.msg), or None."""
     if filename.startswith(".") or not filename.endswith(SUFFIX):
         return None
     return filename.partition(".")[2][: -len(SUFFIX)] or None
 
 
+def queue_folder(data_folder: str, queue: str) -> str:
+    """The folder holding queue's ready messages."""
+    # The name becomes a path: nothing that leaves the data folder or hides among its own files.
+    if not queue or queue.startswith(".") or os.sep in queue or "\0" in queue:
+        raise filesystem.ChannelError(f"invalid queue name for the filesystem bus: {queue!r}")
+    return os.path.join(data_folder, queue)
+
+
+def ready_files(data_folder: str, queue: str) -> list[str]:
+    """The file names of queue's ready messages, oldest first."""
+    return sorted(_ready_names(data_folder, queue))
+
+
+def _ready_names(data_folder: str, queue: str) -> list[str]:
+    try:
+        names = os.listdir(queue_folder(data_folder, queue))
+    except FileNotFoundError:
+        return []
+    return [name for name in names if name.endswith(SUFFIX) and not name.startswith(".")]
+
+
 class Channel(filesystem.Channel):
-    """A filesystem channel with atomic publish and claim, and one listing per poll."""
+    """A filesystem channel with a folder per queue, atomic publish and claim, and cached bindings."""
+
+    def __init__(self, *args, **kwargs):
+        # Exchange name -> its bindings file, checked once (stock kombu builds Paths per message).
+        self._table_paths: dict[str, str] = {}
+        super().__init__(*args, **kwargs)
 
     def _put(self, queue, payload, **kwargs):
-        """Write the message under a hidden name, then rename it where consumers look."""
+        """Write the message under a hidden name, then rename it into the queue's folder."""
         # Zero-padded so that name order stays time order when the number of digits grows.
-        name = f"{int(monotonic() * 1000):013d}_{uuid.uuid4()}.{queue}{SUFFIX}"
-        final = os.path.join(self.data_folder_out, name)
-        temporary = os.path.join(work_folder(self.data_folder_out), f".{name}.{os.getpid()}.tmp")
+        stem = f"{int(monotonic() * 1000):013d}_{uuid.uuid4()}"
+        folder = queue_folder(self.data_folder_out, queue)
+        final = os.path.join(folder, stem + SUFFIX)
+        # The queue is in the name so that a sweep knows where a leftover belongs.
+        temporary = os.path.join(work_folder(self.data_folder_out), f".{stem}.{queue}{SUFFIX}.{os.getpid()}.tmp")
         try:
             try:
                 handle = open(temporary, "xb")
@@ -114,14 +154,20 @@ class Channel(filesystem.Channel):
                 handle = open(temporary, "xb")
             with handle:
                 handle.write(str_to_bytes(dumps(payload)))
-            os.rename(temporary, final)
+            try:
+                os.rename(temporary, final)
+            except FileNotFoundError:
+                os.makedirs(folder, exist_ok=True)
+                os.rename(temporary, final)
         except OSError as exc:
+            _unlink(temporary)
             raise filesystem.ChannelError(f"cannot write message {final!r}: {exc}") from exc
 
     def _claim(self, filename: str, queue: str) -> dict | None:
         """Take one message file; None if another consumer was first or the file is unreadable."""
-        source = os.path.join(self.data_folder_in, filename)
-        claimed = os.path.join(work_folder(self.data_folder_in), f".{filename}.{os.getpid()}.claim")
+        source = os.path.join(self.data_folder_in, queue, filename)
+        claimed = os.path.join(work_folder(self.data_folder_in),
+                               f".{filename[: -len(SUFFIX)]}.{queue}{SUFFIX}.{os.getpid()}.claim")
         try:
             os.rename(source, claimed)
         except FileNotFoundError:
@@ -139,18 +185,13 @@ class Channel(filesystem.Channel):
             payload["properties"]["delivery_info"][QUEUE_KEY] = queue
         except (ValueError, KeyError, TypeError) as exc:
             # One bad file must not stop the consumer; it cannot be parsed later either.
-            LOG.error("dropped unreadable message file %s: %s", filename, exc)
+            LOG.error("dropped unreadable message file %s of %s: %s", filename, queue, exc)
             return None
         return payload
 
     def _ready(self, queues) -> list[tuple[str, str]]:
         """(file, queue) of every ready message of queues, oldest first."""
-        wanted = set(queues)
-        found = []
-        for filename in os.listdir(self.data_folder_in):
-            queue = queue_of(filename)
-            if queue in wanted:
-                found.append((filename, queue))
+        found = [(name, queue) for queue in set(queues) for name in _ready_names(self.data_folder_in, queue)]
         found.sort()
         return found
 
@@ -163,7 +204,7 @@ class Channel(filesystem.Channel):
         raise Empty()
 
     def _get_many(self, queues, timeout=None):
-        """Deliver up to the prefetch budget from all queues after one listing; Empty if none."""
+        """Deliver up to the prefetch budget from all queues after one look; Empty if none."""
         budget = self.qos.can_consume_max_estimate() or MAX_BATCH
         delivered = 0
         for filename, queue in self._ready(queues):
@@ -186,54 +227,60 @@ class Channel(filesystem.Channel):
         payload["redelivered"] = True
         self._put(queue, payload)
 
+    def _new_queue(self, queue, **kwargs):
+        """Make the queue's folder, so that consumers can watch it before the first message."""
+        try:
+            os.makedirs(queue_folder(self.data_folder_out, queue), exist_ok=True)
+        except OSError as exc:
+            raise filesystem.ChannelError(f"cannot create queue {queue!r}: {exc}") from exc
+
     def _purge(self, queue):
         """Remove every ready message of queue; how many."""
-        count = 0
-        for filename, _queue in self._ready([queue]):
-            try:
-                os.unlink(os.path.join(self.data_folder_in, filename))
-                count += 1
-            except FileNotFoundError:
-                continue
-        return count
+        folder = queue_folder(self.data_folder_in, queue)
+        return sum(_unlink(os.path.join(folder, name)) for name in _ready_names(self.data_folder_in, queue))
 
     def _size(self, queue):
         """How many messages of queue are ready."""
-        return len(self._ready([queue]))
+        return len(_ready_names(self.data_folder_in, queue))
+
+    def _table_path(self, exchange: str) -> str:
+        path = self._table_paths.get(exchange)
+        if path is None:
+            path = self._table_paths[exchange] = str(self._exchange_file(exchange))
+        return path
 
     def get_table(self, exchange):
-        """The bindings of exchange; a table being created right now is still empty."""
-        path = self._exchange_file(exchange)
+        """The bindings of exchange, read again only when its file changed; a table being created is empty."""
+        path = self._table_path(exchange)
         try:
-            with path.open("rb") as handle:
-                filesystem.lock(handle, filesystem.LOCK_SH)
-                try:
-                    raw = bytes_to_str(handle.read())
-                finally:
-                    filesystem.unlock(handle)
+            stat = os.stat(path)
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise filesystem.ChannelError(f"cannot read bindings {path}: {exc}") from exc
-        try:
-            return [filesystem.exchange_queue_t(*row) for row in loads(raw)] if raw.strip() else []
-        except (ValueError, TypeError) as exc:
-            raise filesystem.ChannelError(f"corrupt bindings file {path}: {exc}") from exc
+        cached = _TABLES.get(path)
+        if cached is not None and cached[0] == (stat.st_ino, stat.st_size, stat.st_mtime_ns):
+            return cached[1]
+        return read_table(path)
 
     def _queue_bind(self, exchange, routing_key, pattern, queue):
         """Add a binding; creating and filling the table is one locked step (stock kombu races)."""
         row = [routing_key or "", pattern or "", queue or ""]
         self.control_folder.mkdir(parents=True, exist_ok=True)
-        edit_table(self._exchange_file(exchange), lambda table: table if row in table else [row] + table,
+        edit_table(Path(self._table_path(exchange)), lambda table: table if row in table else [row] + table,
                    default=[])
 
     def _delete(self, queue, exchange, routing_key, pattern, *args, **kwargs):
-        """Purge queue and remove its binding to exchange."""
+        """Purge queue, remove its binding to exchange, and its folder once empty."""
         self._purge(queue)
         row = [routing_key or "", pattern or "", queue or ""]
-        path = self._exchange_file(exchange)
+        path = Path(self._table_path(exchange))
         if path.exists():
             edit_table(path, lambda table: [r for r in table if r != row], default=[])
+        try:
+            os.rmdir(queue_folder(self.data_folder_in, queue))
+        except OSError:
+            pass  # gone already, or a message came in meanwhile: keep it
 
     def _has_queue(self, queue, **kwargs):
         """A queue exists while some exchange binds it (kombu's answer is always yes)."""
@@ -243,74 +290,30 @@ class Channel(filesystem.Channel):
         return False
 
 
-def _wanted(name: bytes, queues: frozenset[str] | None) -> bool:
-    """True when the file name is a finished message, for one of queues if given."""
-    if not name or name.startswith(b"."):
-        return False
-    return queues is None or queue_of(os.fsdecode(name)) in queues
-
-
-class FolderWatch:
-    """Linux inotify on the data folder: wakes a consumer when a message file lands in it."""
-
-    def __init__(self, folder: str) -> None:
-        # Wake-ups for a wanted message so far; the transport compares it to know if one came.
-        self.arrivals = 0
-        self.fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC) if _LIBC else -1
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno() if _LIBC else errno.ENOSYS, "inotify unavailable")
-        if _LIBC.inotify_add_watch(self.fd, os.fsencode(folder), IN_MOVED_TO | IN_CLOSE_WRITE) < 0:
-            error = ctypes.get_errno()
-            os.close(self.fd)
-            raise OSError(error, f"cannot watch {folder}")
-
-    def wait(self, timeout: float, queues: frozenset[str] | None = None) -> bool:
-        """Block (green under eventlet) until a message may have arrived or timeout passed; False if gone.
-
-        With queues, only a message for one of them counts: every process watches
-        the one folder, and waking all of them for each message costs each a listing.
-        """
-        deadline = monotonic() + timeout
-        while True:
-            remaining = deadline - monotonic()
-            if remaining <= 0:
-                return True
-            readable, _, _ = select.select([self.fd], [], [], remaining)
-            if not readable:
-                return True
-            arrived, alive = self._read(queues)
-            if arrived:
-                self.arrivals += 1
-            if arrived or not alive:
-                return alive
-
-    def _read(self, queues: frozenset[str] | None = None) -> tuple[bool, bool]:
-        """Consume pending events: (a visible message file arrived, the watch still stands)."""
-        # One read per wake-up: select says more is pending, and eventlet's green os.read
-        # would block on an empty descriptor instead of raising.
-        data = os.read(self.fd, 65536)
-        arrived, alive, offset = False, True, 0
-        while offset + _EVENT.size <= len(data):
-            _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-            name = data[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0")
-            offset += _EVENT.size + length
-            # Temporary and claimed files start with a dot: only finished messages count.
-            arrived = arrived or bool(mask & IN_Q_OVERFLOW) or _wanted(name, queues)
-            alive = alive and not mask & IN_IGNORED
-        return arrived, alive
-
-    def close(self) -> None:
-        """Release the inotify descriptor."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __del__(self) -> None:
-        # A connection dropped without close() must not keep one of the few inotify instances.
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: nothing left to release it with
-            pass
+def read_table(path: str) -> list:
+    """Read an exchange's bindings file under a shared lock, and keep the table if the file is settled."""
+    try:
+        with open(path, "rb") as handle:
+            filesystem.lock(handle, filesystem.LOCK_SH)
+            try:
+                raw = bytes_to_str(handle.read())
+                # Taken under the lock, so it describes exactly what was read.
+                stat = os.fstat(handle.fileno())
+            finally:
+                filesystem.unlock(handle)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise filesystem.ChannelError(f"cannot read bindings {path}: {exc}") from exc
+    try:
+        table = [filesystem.exchange_queue_t(*row) for row in loads(raw)] if raw.strip() else []
+    except (ValueError, TypeError) as exc:
+        raise filesystem.ChannelError(f"corrupt bindings file {path}: {exc}") from exc
+    if time.time_ns() - stat.st_mtime_ns > RACY_SECONDS * 1e9:
+        _TABLES[path] = ((stat.st_ino, stat.st_size, stat.st_mtime_ns), table)
+    else:
+        _TABLES.pop(path, None)
+    return table
 
 
 class Transport(filesystem.Transport):
@@ -325,7 +328,7 @@ class Transport(filesystem.Transport):
     _settled: tuple[float, int, frozenset[str] | None] | None = None
 
     def drain_events(self, connection, timeout=None):
-        """Deliver what the next look finds; wait for the folder to change only when it had nothing.
+        """Deliver what the next look finds; wait for a queue folder to change only when it had nothing.
 
         The consumer calls this every STOP_CHECK_INTERVAL; while the folder watch
         has seen no message for it since a look found nothing, it does not look
@@ -350,9 +353,11 @@ class Transport(filesystem.Transport):
     def _settle(self) -> None:
         """Remember that a look found nothing, if the watch can tell when that changes."""
         watch = self._watch
-        # A full prefetch answers Empty without looking: that proves nothing.
-        if watch is not None and self._can_consume():
-            self._settled = (monotonic(), watch.arrivals, self._consumed_queues())
+        queues = self._consumed_queues()
+        # A full prefetch answers Empty without looking: that proves nothing. Nor does a look
+        # at queues whose folders are not all watched yet.
+        if watch is not None and self._can_consume() and watch.folders == self._queue_folders(queues):
+            self._settled = (monotonic(), watch.arrivals, queues)
         else:
             self._settled = None
 
@@ -373,21 +378,35 @@ class Transport(filesystem.Transport):
             # handlers ack, instead of a whole interval later.
             watch, interval = None, min(interval, SATURATED_INTERVAL)
         elif watch is not None:
-            # Woken by the kernel; the slow poll only covers writers it cannot see (NFS).
-            interval = max(interval, WATCHED_POLL_INTERVAL)
+            try:
+                if watch.follow(self._queue_folders(self._consumed_queues())):
+                    # A message may have landed before the new watch stood: look first.
+                    return
+            except OSError as exc:
+                # The per-user watch limit, most likely.
+                LOG.warning("cannot watch the bus queue folders (%s); polling every %ss", exc,
+                            self.polling_interval)
+                self._close_watch()
+                self._watch_failed = True
+                watch = None
+            else:
+                # Woken by the kernel; the slow poll only covers writers it cannot see (NFS).
+                interval = max(interval, WATCHED_POLL_INTERVAL)
         if remaining is not None:
             interval = max(0.0, min(interval, remaining))
         if watch is None:
             time.sleep(interval)
-        elif not watch.wait(interval, self._consumed_queues()):
-            LOG.warning("the bus folder watch ended; polling every %ss", self.polling_interval)
-            self._close_watch()
-            self._watch_failed = True
+        else:
+            watch.wait(interval)
 
     def _consumed_queues(self) -> frozenset[str] | None:
-        """The queues this connection's channels consume; None (any message) when it consumes none."""
+        """The queues this connection's channels consume; None when it consumes none."""
         queues = frozenset(queue for channel in self.channels for queue in channel._active_queues)
         return queues or None
+
+    def _queue_folders(self, queues: frozenset[str] | None) -> frozenset[str]:
+        data_folder = self.client.transport_options.get("data_folder_in", "data_in")
+        return frozenset(queue_folder(data_folder, queue) for queue in queues or ())
 
     def _folder_watch(self) -> FolderWatch | None:
         if self._watch is None and not self._watch_failed:
@@ -395,12 +414,11 @@ class Transport(filesystem.Transport):
             if not options.get("folder_watch", True):
                 self._watch_failed = True
                 return None
-            folder = options.get("data_folder_in", "data_in")
             try:
-                self._watch = FolderWatch(folder)
+                self._watch = FolderWatch()
             except OSError as exc:
                 # No inotify (not Linux, or the per-user instance limit is reached): poll.
-                LOG.info("cannot watch %s (%s); polling every %ss", folder, exc, self.polling_interval)
+                LOG.info("cannot watch the bus folders (%s); polling every %ss", exc, self.polling_interval)
                 self._watch_failed = True
         return self._watch
 
@@ -408,6 +426,7 @@ class Transport(filesystem.Transport):
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+        self._settled = None
 
     def close_connection(self, connection):
         """Close the channels and the folder watch."""
@@ -435,9 +454,9 @@ def own_broadcast_queues(control_folder: str | Path, queues: list[str], owned: b
 
 
 def sweep_dead_processes(control_folder: str | Path, data_folder: str | Path) -> list[str]:
-    """Clean up after dead processes; the names of the broadcast queues unbound."""
+    """Clean up after dead processes and older versions; the names of the broadcast queues unbound."""
     _sweep_leftovers(str(data_folder))
-    return _sweep_broadcast_queues(Path(control_folder), data_folder)
+    return _sweep_broadcast_queues(Path(control_folder), str(data_folder))
 
 
 def work_folder(data_folder: str) -> str:
@@ -446,33 +465,57 @@ def work_folder(data_folder: str) -> str:
 
 
 def _sweep_leftovers(data_folder: str) -> None:
-    """Put back messages a dead consumer claimed but never read; delete a dead publisher's partial files."""
-    # The data folder itself held them before the .work subfolder.
+    """Put back messages a dead consumer claimed but never read; delete a dead publisher's partial files.
+
+    Also moves the ready messages an older version left flat in the data folder into
+    their queue folders; its claimed and temporary files lie there too.
+    """
     for folder in (work_folder(data_folder), data_folder):
         try:
-            names = os.listdir(folder)
+            entries = list(os.scandir(folder))
         except FileNotFoundError:
             continue
-        for filename in names:
-            _sweep_leftover(data_folder, folder, filename)
+        for entry in entries:
+            if entry.name.startswith("."):
+                _sweep_leftover(data_folder, folder, entry.name)
+            elif folder == data_folder and queue_of(entry.name) and entry.is_file(follow_symlinks=False):
+                _put_back(data_folder, entry.path, entry.name)
 
 
 def _sweep_leftover(data_folder: str, folder: str, filename: str) -> None:
     match = LEFTOVER.match(filename)
     if match and not pid_alive(int(match.group("pid"))):
         path = os.path.join(folder, filename)
-        try:
-            if match.group("kind") == "claim":
-                os.rename(path, os.path.join(data_folder, match.group("name")))
+        if match.group("kind") == "claim":
+            if _put_back(data_folder, path, match.group("name")):
                 LOG.info("put back message %s claimed by dead pid %s", match.group("name"), match.group("pid"))
-            else:
-                os.unlink(path)
+        else:
+            _unlink(path)
+
+
+def _put_back(data_folder: str, path: str, flat_name: str) -> bool:
+    """Move the message at path, named <ms>_<uuid>.<queue>.msg, into its queue's folder; False if gone."""
+    stem, _, _ = flat_name.partition(".")
+    try:
+        folder = queue_folder(data_folder, queue_of(flat_name) or "")
+    except filesystem.ChannelError:
+        LOG.warning("left alone a message file for no valid queue: %s", path)
+        return False
+    try:
+        try:
+            os.rename(path, os.path.join(folder, stem + SUFFIX))
         except FileNotFoundError:
-            pass  # another process swept it first
+            if not os.path.exists(path):
+                return False  # another process swept it first
+            os.makedirs(folder, exist_ok=True)
+            os.rename(path, os.path.join(folder, stem + SUFFIX))
+    except FileNotFoundError:
+        return False
+    return True
 
 
-def _sweep_broadcast_queues(control_folder: Path, data_folder: str | Path) -> list[str]:
-    """Unbind broadcast queues whose owner process is dead and delete their messages."""
+def _sweep_broadcast_queues(control_folder: Path, data_folder: str) -> list[str]:
+    """Unbind broadcast queues whose owner process is dead and remove their folders."""
     dead: set[str] = set()
 
     def forget_dead(owners: dict) -> dict:
@@ -488,14 +531,22 @@ def _sweep_broadcast_queues(control_folder: Path, data_folder: str | Path) -> li
     except filesystem.ChannelError as exc:
         LOG.warning("cannot sweep broadcast queues: %s", exc)
         return []
-    for filename in os.listdir(data_folder):
-        if queue_of(filename) in dead:
-            try:
-                os.unlink(os.path.join(data_folder, filename))
-            except FileNotFoundError:
-                pass
+    for queue in dead:
+        try:
+            shutil.rmtree(queue_folder(data_folder, queue), ignore_errors=True)
+        except filesystem.ChannelError:
+            continue
     LOG.info("swept %d broadcast queues of dead processes: %s", len(dead), ", ".join(sorted(dead)))
     return sorted(dead)
+
+
+def _unlink(path: str) -> int:
+    """Remove a file; 1 if this call removed it, 0 if it was gone."""
+    try:
+        os.unlink(path)
+        return 1
+    except FileNotFoundError:
+        return 0
 
 
 def edit_table(path: Path, change, default):

@@ -3,13 +3,14 @@
 Every test in TestBus runs on the embedded filesystem bus and on RabbitMQ (the
 ``bus_settings`` fixture). Where the two differ by design (what a killed
 consumer held), the test says so. The filesystem-only tests at the end cover
-what only the embedded bus has: folder files, bindings that outlive processes,
-polling without inotify.
+what only the embedded bus has: a folder per queue, bindings that outlive
+processes and are cached, wake-ups per queue, polling without inotify.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import struct
@@ -25,8 +26,9 @@ import pytest
 
 from st2common.transport.connection import filesystem_folders, make_connection
 from st2common.transport.consumer import Consumer, Handler, run_in_background
-from st2common.transport.filesystem import WORK_FOLDER, FolderWatch, queue_of
+from st2common.transport.filesystem import WORK_FOLDER, ready_files
 from st2common.transport.filesystem import Channel as FilesystemChannel
+from st2common.transport.folderwatch import FolderWatch
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
 
@@ -389,10 +391,19 @@ def fs_bus(settings):
     bus.close()
 
 
+def data_folder(bus: Bus) -> Path:
+    """The bus's data folder (one subfolder per queue)."""
+    return Path(filesystem_folders(Path(bus.settings.messaging.filesystem_path))["data_folder_in"])
+
+
 def data_files(bus: Bus, queue_name: str) -> list[str]:
-    """The message files waiting in the data folder for queue_name."""
-    folder = filesystem_folders(Path(bus.settings.messaging.filesystem_path))["data_folder_in"]
-    return [name for name in os.listdir(folder) if queue_of(name) == queue_name]
+    """The message files waiting in queue_name's folder, oldest first."""
+    return ready_files(str(data_folder(bus)), queue_name)
+
+
+def message_name() -> str:
+    """A ready message's file name, as a publisher makes it."""
+    return f"{int(time.monotonic() * 1000):013d}_{uuid.uuid4()}.msg"
 
 
 def test_filesystem_sweep_unbinds_broadcast_queues_of_dead_processes(fs_bus, tmp_path):
@@ -412,10 +423,11 @@ def test_filesystem_sweep_unbinds_broadcast_queues_of_dead_processes(fs_bus, tmp
     fs_bus.publisher.publish("execution", "update", {"id": "ex1"})
     wait_until(lambda: living.bodies, "the living consumer's copy")
     assert fs_bus.exists(orphan) and data_files(fs_bus, orphan)
-    # When the next consumer starts, it sweeps: the dead queue is unbound and its messages deleted
+    # When the next consumer starts, it sweeps: the dead queue is unbound, its messages and folder deleted
     fs_bus.consume(Recorder(fs_bus.topology.work_queue("actionrunner.req")))
     assert not fs_bus.exists(orphan)
     assert data_files(fs_bus, orphan) == []
+    assert not (data_folder(fs_bus) / orphan).exists()
     # And the living one is untouched
     fs_bus.publisher.publish("execution", "update", {"id": "ex2"})
     wait_until(lambda: len(living.bodies) == 2, "the living consumer's second copy")
@@ -429,10 +441,12 @@ def test_filesystem_sweep_puts_back_what_a_dead_process_left_half_done(fs_bus, w
     queue = fs_bus.topology.work_queue("actionrunner.req")
     fs_bus.publisher.publish("liveaction.status", "requested", {"id": "half-claimed"})
     [name] = data_files(fs_bus, queue.name)
-    folder = Path(filesystem_folders(Path(fs_bus.settings.messaging.filesystem_path))["data_folder_in"])
+    folder = data_folder(fs_bus)
     (folder / where).mkdir(exist_ok=True)
-    (folder / name).rename(folder / where / f".{name}.{dead.pid}.claim")
-    partial = folder / where / f".9{name}.{dead.pid}.tmp"
+    # Leftover names carry the queue, so that the sweep knows which folder to put them back in.
+    flat = f"{name[:-len('.msg')]}.{queue.name}.msg"
+    (folder / queue.name / name).rename(folder / where / f".{flat}.{dead.pid}.claim")
+    partial = folder / where / f".9{flat}.{dead.pid}.tmp"
     partial.write_text('{"body": "trunc')
     # When a consumer starts
     handler = Recorder(queue)
@@ -444,15 +458,15 @@ def test_filesystem_sweep_puts_back_what_a_dead_process_left_half_done(fs_bus, w
 
 
 def test_filesystem_messages_are_written_and_claimed_outside_the_watched_folder(fs_bus, tmp_path):
-    # Given a watch on the bus's data folder, as every consumer process has
-    folder = filesystem_folders(Path(fs_bus.settings.messaging.filesystem_path))["data_folder_in"]
+    # Given a watch on a queue's folder, as every consumer of the queue has
     queue = fs_bus.topology.work_queue("actionrunner.req")
     fs_bus.publisher.publish("liveaction.status", "requested", {"id": "warm-up"})  # declares and binds
     handler = Recorder(queue)
     fs_bus.consume(handler)
     wait_until(lambda: handler.bodies, "the first message")
-    watch = FolderWatch(folder)
+    watch = FolderWatch()
     try:
+        watch.follow([str(data_folder(fs_bus) / queue.name)])
         # When one message is published and consumed
         fs_bus.publisher.publish("liveaction.status", "requested", {"id": "ex1"})
         wait_until(lambda: len(handler.bodies) == 2, "the message")
@@ -463,16 +477,15 @@ def test_filesystem_messages_are_written_and_claimed_outside_the_watched_folder(
             _wd, _mask, _cookie, length = struct.unpack_from("iIII", events)
             names.append(events[16:16 + length].rstrip(b"\0"))
             events = events[16 + length:]
-        assert len(names) == 1 and queue_of(names[0].decode()) == queue.name
+        assert len(names) == 1 and names[0].endswith(b".msg") and not names[0].startswith(b".")
     finally:
         watch.close()
 
 
 def test_filesystem_unreadable_message_file_is_dropped(fs_bus):
     handler = Recorder(fs_bus.topology.work_queue("actionrunner.req"))
-    folder = Path(filesystem_folders(Path(fs_bus.settings.messaging.filesystem_path))["data_folder_in"])
     # Given a corrupt file where a message should be
-    corrupt = folder / f"{int(time.monotonic() * 1000)}_{uuid.uuid4()}.{handler.queue.name}.msg"
+    corrupt = data_folder(fs_bus) / handler.queue.name / message_name()
     corrupt.write_text("this is not a kombu message")
     fs_bus.consume(handler)
     # When a good message follows
@@ -530,24 +543,165 @@ def test_filesystem_bindings_file_caught_half_made_by_another_process(fs_bus):
         publisher.close()
 
 
-def test_filesystem_folder_watch_wakes_only_for_the_queues_it_is_given(tmp_path):
-    # Given a watch on a bus folder, for the queues of one consumer
-    watch = FolderWatch(str(tmp_path))
+def readable(watch: FolderWatch) -> bool:
+    """Whether the kernel would wake a process waiting on watch now."""
+    return bool(select.select([watch.fd], [], [], 0)[0])
+
+
+def test_filesystem_folder_watch_wakes_only_for_the_folders_it_follows(tmp_path):
+    # Given a watch that follows one consumer's queue
+    watch = FolderWatch()
+    mine, other = tmp_path / "st2.actionrunner.req", tmp_path / "st2.workflow.work"
     try:
-        mine = frozenset({"st2.actionrunner.req"})
-        # When a message for another process's queue lands, the consumer is not woken
-        (tmp_path / f"{int(time.monotonic() * 1000):013d}_{uuid.uuid4()}.st2.workflow.work.msg").write_text("{}")
-        assert watch._read(mine) == (False, True)
-        # Nor by a message still being written
-        (tmp_path / ".0_x.st2.actionrunner.req.msg.1.tmp").write_text("{}")
-        assert watch._read(mine) == (False, True)
-        # But a message for its own queue wakes it, and so does any message when it names no queue
-        (tmp_path / f"{int(time.monotonic() * 1000):013d}_{uuid.uuid4()}.st2.actionrunner.req.msg").write_text("{}")
-        assert watch._read(mine) == (True, True)
-        (tmp_path / f"{int(time.monotonic() * 1000):013d}_{uuid.uuid4()}.st2.workflow.work.msg").write_text("{}")
-        assert watch._read(None) == (True, True)
+        assert watch.follow([str(mine)])
+        assert not watch.follow([str(mine)])
+        other.mkdir()
+        # When a message for another process's queue lands, the kernel does not wake it
+        (other / message_name()).write_text("{}")
+        assert not readable(watch)
+        # Nor does a message being written, or claimed, in the work folder
+        (tmp_path / WORK_FOLDER).mkdir()
+        (tmp_path / WORK_FOLDER / ".0_x.st2.actionrunner.req.msg.1.tmp").write_text("{}")
+        assert not readable(watch)
+        # But a message for its own queue wakes it
+        (mine / message_name()).write_text("{}")
+        assert readable(watch) and watch._read()
+        # And when the consumer's queues change, so do the folders that wake it
+        assert watch.follow([str(other)])
+        watch._read()  # the kernel's notice that the old watch is gone
+        (mine / message_name()).write_text("{}")
+        assert not readable(watch)
+        (other / message_name()).write_text("{}")
+        assert readable(watch) and watch._read()
     finally:
         watch.close()
+
+
+def test_filesystem_folder_watch_notices_its_queue_folder_removed_and_watches_it_again(tmp_path):
+    # Given a watch on a queue's folder
+    watch = FolderWatch()
+    try:
+        watch.follow([str(tmp_path / "st2.exec.broadcast.x")])
+        # When the folder is removed (the queue deleted, or swept by another process)
+        (tmp_path / "st2.exec.broadcast.x").rmdir()
+        # Then the waiter is woken to look again, and the next follow watches it anew
+        assert readable(watch) and watch._read()
+        assert watch.follow([str(tmp_path / "st2.exec.broadcast.x")])
+        (tmp_path / "st2.exec.broadcast.x" / message_name()).write_text("{}")
+        assert readable(watch) and watch._read()
+    finally:
+        watch.close()
+
+
+def test_filesystem_consumer_is_not_woken_by_other_queues_messages(fs_bus, monkeypatch):
+    # Given an idle consumer of the action runner's cancel queue, and a busy one of its request queue,
+    # counting every time each is woken to read inotify events
+    woken: list[FolderWatch] = []
+    read = FolderWatch._read
+    monkeypatch.setattr(FolderWatch, "_read", lambda self: woken.append(self) or read(self))
+    idle = Recorder(fs_bus.topology.work_queue("actionrunner.cancel"))
+    busy = Recorder(fs_bus.topology.work_queue("actionrunner.req"))
+    idle_consumer = fs_bus.consume(idle)
+    busy_consumer = fs_bus.consume(busy)
+    wait_until(lambda: getattr(idle_consumer.connection.transport._watch, "folders", None),
+               "the idle consumer's watch")
+    # When 20 execution requests are published and handled
+    for i in range(20):
+        fs_bus.publisher.publish("liveaction.status", "requested", {"id": f"ex{i}"})
+    wait_until(lambda: len(busy.bodies) == 20, "20 messages")
+    # Then the busy consumer was woken, the idle one never
+    assert busy_consumer.connection.transport._watch in woken
+    assert idle_consumer.connection.transport._watch not in woken
+    # And the idle one still gets its own message
+    fs_bus.publisher.publish("liveaction.status", "canceling", {"id": "ex0"})
+    wait_until(lambda: idle.bodies, "the cancel message", 2)
+    assert idle_consumer.connection.transport._watch in woken
+
+
+def test_filesystem_consumer_of_several_queues_is_woken_for_each(fs_bus):
+    # Given one consumer of two queues, idle long enough to be waiting on its watch
+    first = Recorder(fs_bus.topology.work_queue("actionrunner.req"))
+    second = Recorder(fs_bus.topology.work_queue("actionrunner.work"))
+    fs_bus.consume(first, second)
+    eventlet.sleep(0.2)
+    # When a message comes for each, one after the other, then both arrive
+    fs_bus.publisher.publish("liveaction.status", "scheduled", {"id": "ex1"})
+    wait_until(lambda: second.bodies, "the second queue's message", 2)
+    fs_bus.publisher.publish("liveaction.status", "requested", {"id": "ex2"})
+    wait_until(lambda: first.bodies, "the first queue's message", 2)
+    assert (first.ids(), second.ids()) == (["ex2"], ["ex1"])
+
+
+def test_filesystem_messages_of_the_older_flat_layout_are_moved_and_delivered(fs_bus):
+    # Given messages an older version left flat in the data folder (<ms>_<uuid>.<queue>.msg), one
+    # named as stock kombu names them (no zero padding), and one it had claimed and then died
+    queue = fs_bus.topology.work_queue("actionrunner.req")
+    folder = data_folder(fs_bus)
+    flat = []
+    for i in range(3):
+        fs_bus.publisher.publish("liveaction.status", "requested", {"id": f"old{i}"})
+        [name] = data_files(fs_bus, queue.name)
+        flat.append(f"{name[:-len('.msg')]}.{queue.name}.msg")
+        (folder / queue.name / name).rename(folder / flat[-1])
+    stock = flat[1].lstrip("0")
+    (folder / flat[1]).rename(folder / stock)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (folder / flat[2]).rename(folder / f".{flat[2]}.{dead.pid}.claim")
+    # When a consumer of the queue starts
+    handler = Recorder(queue)
+    fs_bus.consume(handler)
+    # Then every one is delivered, and nothing is left in the flat layout
+    wait_until(lambda: len(handler.bodies) == 3, "the 3 old messages")
+    assert sorted(handler.ids()) == ["old0", "old1", "old2"]
+    assert [name for name in os.listdir(folder) if name.endswith(".msg")] == []
+
+
+def age(path: Path, seconds: float) -> None:
+    """Make a file look as if last written seconds ago."""
+    written = path.stat().st_mtime_ns - int(seconds * 1e9)
+    os.utime(path, ns=(written, written))
+
+
+def test_filesystem_publisher_sees_a_binding_another_process_added(fs_bus):
+    # Given a publisher that has routed through a settled (long unchanged) bindings file, so keeps it
+    fs_bus.publisher.publish("liveaction.status", "requested", {"id": "warm-up"})
+    exchange = fs_bus.topology.exchange("liveaction.status")
+    control = Path(filesystem_folders(Path(fs_bus.settings.messaging.filesystem_path))["control_folder"])
+    age(control / f"{exchange.name}.exchange", 60)
+    fs_bus.publisher.publish("liveaction.status", "requested", {"id": "cached"})
+    # When another process binds a new queue to that exchange
+    extra = kombu.Queue(f"{fs_bus.topology.prefix}.extra", exchange, routing_key="requested", durable=True)
+    with make_connection(fs_bus.settings.messaging) as conn:
+        extra(conn.channel()).declare()
+    # Then the publisher's next message reaches it too
+    fs_bus.publisher.publish("liveaction.status", "requested", {"id": "after-bind"})
+    assert fs_bus.ready(extra.name) == 1
+    assert fs_bus.ready(fs_bus.topology.work_queue("actionrunner.req").name) == 3
+
+
+def test_filesystem_bindings_changed_within_one_clock_tick_are_read_again(fs_bus):
+    # Given a publisher that routed through a bindings file just written
+    exchange = kombu.Exchange(f"{fs_bus.topology.prefix}.tick", type="topic", durable=True)
+    first = kombu.Queue(f"{fs_bus.topology.prefix}.q1", exchange, routing_key="k", durable=True)
+    second = kombu.Queue(f"{fs_bus.topology.prefix}.q2", exchange, routing_key="k", durable=True)
+    control = Path(filesystem_folders(Path(fs_bus.settings.messaging.filesystem_path))["control_folder"])
+    table = control / f"{exchange.name}.exchange"
+    with make_connection(fs_bus.settings.messaging) as conn:
+        channel = conn.channel()
+        first(channel).declare()
+        producer = kombu.Producer(channel, exchange=exchange, serializer="json")
+        producer.publish({"id": "one"}, routing_key="k")
+        [first_message] = data_files(fs_bus, first.name)
+        # When another process rebinds it to a queue of the same name length, in the same mtime tick
+        stat = table.stat()
+        table.write_text(table.read_text().replace(first.name, second.name))
+        os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert (table.stat().st_size, table.stat().st_ino) == (stat.st_size, stat.st_ino)
+        second(channel).declare()  # the folder only; the binding is already written
+        # Then the next message follows the new binding
+        producer.publish({"id": "two"}, routing_key="k")
+    assert (data_files(fs_bus, first.name), len(data_files(fs_bus, second.name))) == ([first_message], 1)
 
 
 def test_filesystem_idle_consumer_does_not_keep_listing_the_folder(fs_bus, monkeypatch):
