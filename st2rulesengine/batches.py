@@ -7,6 +7,9 @@ messages name).
 
 | coalescer        | one batch is                                                    |
 | ---------------- | --------------------------------------------------------------- |
+| RequestWriter    | one insert of the executions the matched rules request          |
+|                  | (executions.request_many), then their messages: per execution,  |
+|                  | liveaction.status ``requested`` and the create event            |
 | RecordWriter     | one insert of rule enforcements, one insert of trace links (a   |
 |                  | link stored before is a conflict: that batch falls back to      |
 |                  | storing each instance's links one by one, skipping the repeats) |
@@ -28,14 +31,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from st2common import statuses
-from st2common.exceptions import ConflictError
 from st2common.models.db.enforcement import RuleEnforcementDB
-from st2common.models.db.trace import TraceComponentDB, TraceDB
+from st2common.models.db.execution import ExecutionDB
+from st2common.models.db.trace import TraceDB
 from st2common.models.db.trigger import TriggerInstanceDB
 from st2common.persistence.access import Access
 from st2common.persistence.batches import DEFAULT_BATCH_SIZE, Coalescer
+from st2common.services import executions
 from st2common.services import trace as trace_service
 from st2common.services import triggerinstances
+from st2common.transport.publisher import Publisher
 
 
 Link = tuple[str, Any, "str | None", "tuple[str, str] | None"]
@@ -55,7 +60,6 @@ class RecordWriter:
 
     def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.enforcements = Access(RuleEnforcementDB)
-        self.links = Access(TraceComponentDB)
         self._store = Coalescer(self._insert, batch_size)
 
     def store(self, records: Records) -> None:
@@ -66,15 +70,30 @@ class RecordWriter:
     def _insert(self, batch: list[Records]) -> list[None]:
         # Nobody reads these documents back: the ones given are what was stored.
         self.enforcements.insert_many([doc for records in batch for doc in records.enforcements], reload=False)
-        linked = [records for records in batch if records.trace is not None and records.links]
-        try:
-            self.links.insert_many([_link_doc(records.trace, link) for records in linked for link in records.links],
-                                   reload=False)
-        except ConflictError:
-            # A repeat of earlier work (a recovered instance): the trace service skips what is stored.
-            for records in linked:
-                trace_service.add_links(records.trace, records.links)
+        # A link stored before (a recovered instance's) makes trace_service store that batch's one by one.
+        trace_service.add_links_of([(records.trace, records.links) for records in batch
+                                    if records.trace is not None and records.links])
         return [None] * len(batch)
+
+
+class RequestWriter:
+    """Requests the executions of concurrently enforced trigger instances, one insert per batch."""
+
+    def __init__(self, publisher: Publisher, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.publisher = publisher
+        self._request = Coalescer(self._insert, batch_size)
+
+    def request(self, prepared: list[ExecutionDB]) -> list[ExecutionDB | Exception]:
+        """Store and announce one instance's prepared executions; per execution, it stored or its error."""
+        return self._request(prepared) if prepared else []
+
+    def _insert(self, batch: list[list[ExecutionDB]]) -> list[list[ExecutionDB | Exception]]:
+        outcomes = executions.request_many(self.publisher, [execution for prepared in batch for execution in prepared])
+        split, start = [], 0
+        for prepared in batch:
+            split.append(outcomes[start:start + len(prepared)])
+            start += len(prepared)
+        return split
 
 
 class StatusWriter:
@@ -120,9 +139,3 @@ class StatusWriter:
             return results
 
         return Coalescer(move, batch_size)
-
-
-def _link_doc(trace: TraceDB, link: Link) -> TraceComponentDB:
-    kind, object_id, ref, cause = link
-    return TraceComponentDB(trace_id=str(trace.pk), component_type=kind, object_id=str(object_id), ref=ref,
-                            caused_by_type=cause[0] if cause else None, caused_by_id=cause[1] if cause else None)

@@ -2,7 +2,8 @@
 
 | outcome                                    | writes                                                  |
 | ------------------------------------------ | ------------------------------------------------------- |
-| parameters render, the request is accepted | the execution (executions.request, which publishes it); |
+| parameters render, the request is accepted | the execution (executions.request_many, which publishes |
+|                                            | it, stored with the other instances' in one insert);    |
 |                                            | its rule / trigger / trigger_type / trigger_instance;   |
 |                                            | enforcement ``succeeded`` with execution_id; trace links |
 |                                            | rule (caused by the instance) and execution (by the rule) |
@@ -27,7 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from st2common import statuses
 from st2common.exceptions import StackStormBaseException
@@ -43,7 +44,7 @@ from st2common.persistence.access import Access
 from st2common.services import executions
 from st2common.services import trace as trace_service
 from st2common.transport.publisher import Publisher
-from st2rulesengine.batches import Records, RecordWriter
+from st2rulesengine.batches import Records, RecordWriter, RequestWriter
 from st2rulesengine.matcher import Rule, render_action_parameters
 
 LOG = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class Enforcer:
     """Enforces matched rules: renders their action parameters and requests the executions."""
 
     def __init__(self, publisher: Publisher, user: str = executions.SYSTEM_USER,
-                 lookups: Callable[[], Mapping[str, Any]] | None = None, writer: RecordWriter | None = None) -> None:
+                 lookups: Callable[[], Mapping[str, Any]] | None = None, writer: RecordWriter | None = None,
+                 requests: RequestWriter | None = None) -> None:
         self.publisher = publisher
         self.user = user
         # Template lookups beside ``trigger`` (st2kv), built fresh for each enforcement.
@@ -76,23 +78,44 @@ class Enforcer:
         self.enforcements = Access(RuleEnforcementDB)
         self.executions = executions.access(None)
         self.writer = writer or RecordWriter()
+        self.requests = requests or RequestWriter(publisher)
 
-    def enforce(self, rule_doc: RuleDB, rule: Rule, occurrence: Occurrence, records: Records) -> RuleEnforcementDB:
-        """Render the rule's action parameters, request the execution; its enforcement goes into records."""
-        instance = occurrence.instance
+    def enforce(self, matches: Sequence[tuple[RuleDB, Rule]], occurrence: Occurrence,
+                records: Records) -> list[RuleEnforcementDB]:
+        """Render the matched rules' action parameters and request their executions; enforcements into records.
+
+        The requests are stored with those of the other instances being
+        enforced at the same moment (one insert); a rule whose request fails
+        gets its failed enforcement, the others go on.
+        """
+        prepared = [self._prepare(rule_doc, rule, occurrence) for rule_doc, rule in matches]
+        outcomes = iter(self.requests.request([item for item in prepared if isinstance(item, ExecutionDB)]))
+        enforcements = []
+        for (rule_doc, rule), item in zip(matches, prepared):
+            if isinstance(item, ExecutionDB):
+                outcome = next(outcomes)
+                if isinstance(outcome, StackStormBaseException):
+                    item = f'Failed to request action "{rule.action_ref}": {outcome}'
+                elif isinstance(outcome, Exception):
+                    raise outcome  # a bug, not a refusal: this instance fails (processing_failed)
+            if isinstance(item, str):
+                enforcements.append(self._record(rule_doc, occurrence, None, item, records, link_rule=True))
+                continue
+            LOG.info("rule %s enforced for trigger instance %s: execution %s of %s", rule.ref,
+                     occurrence.instance.pk, item.pk, rule.action_ref)
+            enforcements.append(self._record(rule_doc, occurrence, item, None, records, link_rule=True))
+        return enforcements
+
+    def _prepare(self, rule_doc: RuleDB, rule: Rule, occurrence: Occurrence) -> ExecutionDB | str:
+        """The execution a matched rule requests, not stored yet, or why it cannot be requested."""
         rendered = render_action_parameters(rule.action_parameters, occurrence.payload, self.lookups())
         if rendered.error:
-            return self._record(rule_doc, occurrence, None, rendered.error, records, link_rule=True)
-        context = self._context(rule_doc, occurrence)
+            return rendered.error
         try:
-            execution = executions.request(self.publisher, rule.action_ref, rendered.values, context=context,
-                                           user=self.user, origin=lambda e: self._origin(e, rule_doc, occurrence))
+            return executions.prepare(rule.action_ref, rendered.values, context=self._context(rule_doc, occurrence),
+                                      user=self.user, origin=lambda e: self._origin(e, rule_doc, occurrence))
         except StackStormBaseException as exc:
-            reason = f'Failed to request action "{rule.action_ref}": {exc}'
-            return self._record(rule_doc, occurrence, None, reason, records, link_rule=True)
-        LOG.info("rule %s enforced for trigger instance %s: execution %s of %s", rule.ref, instance.pk,
-                 execution.pk, rule.action_ref)
-        return self._record(rule_doc, occurrence, execution, None, records, link_rule=True)
+            return f'Failed to request action "{rule.action_ref}": {exc}'
 
     def fail(self, rule_doc: RuleDB, occurrence: Occurrence, reason: str, records: Records) -> RuleEnforcementDB:
         """Record a rule whose criteria could not be evaluated for the instance."""

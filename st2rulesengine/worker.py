@@ -19,8 +19,9 @@ message carries the instance (triggerinstances.dispatch_message):
 | ----------------------- | ------------------------------------------------------------- |
 | no rule matches         | load, pending -> processed (both batched)                     |
 | enforced by one rule    | load, pending -> processing (batched); the execution request  |
-|                         | (executions.request, its rule and trigger fields in the same  |
-|                         | insert); records, processing -> processed (batched)           |
+|                         | (its rule and trigger fields in the same document; batched:   |
+|                         | executions.request_many); records, processing -> processed    |
+|                         | (batched)                                                     |
 
 An instance left ``processing`` by an engine that died is finished by the
 sweep (st2rulesengine.sweep, ``recover``): the rules enforced before are not
@@ -180,16 +181,18 @@ class RulesEngine(Handler):
         records = Records()
         enforcements = [self.enforcer.fail(evaluation.docs[failed.rule.id], occurrence, failed.error, records)
                         for failed in evaluation.outcome.failed]
+        to_request = []
         for match in evaluation.outcome.matched:
             rule_doc = evaluation.docs[match.rule.id]
+            if match.rule.id not in requested:
+                to_request.append((rule_doc, match.rule))
+                continue
             try:
-                if match.rule.id in requested:
-                    enforcements.append(self.enforcer.adopt(rule_doc, occurrence, requested[match.rule.id], records))
-                else:
-                    enforcements.append(self.enforcer.enforce(rule_doc, match.rule, occurrence, records))
+                enforcements.append(self.enforcer.adopt(rule_doc, occurrence, requested[match.rule.id], records))
             except StackStormBaseException as exc:
-                # One rule that could not be enforced must not stop the others.
+                # One rule that could not be recorded must not stop the others.
                 LOG.error("rule %s for trigger instance %s: %s", match.rule.ref, instance.pk, exc)
+        enforcements.extend(self.enforcer.enforce(to_request, occurrence, records))
         self.enforcer.store(records)
         return enforcements
 

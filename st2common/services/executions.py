@@ -5,8 +5,11 @@ What each use-case writes and publishes:
 
 | use-case       | write                                   | messages                                          |
 | -------------- | --------------------------------------- | ------------------------------------------------- |
-| request        | insert (status requested); parent's     | execution create; liveaction.status ``requested`` |
+| request        | insert (status requested); parent's     | liveaction.status ``requested``; execution create |
 |                | children list when it has a parent      |                                                   |
+| request_many   | one insert for the requests prepare()   | as request, per execution, after the insert       |
+|                | built (a batch the database refuses:    | (one the bus did not take: the sweep re-publishes |
+|                | one by one); parents' children lists    | the ``requested`` record)                         |
 | update_status  | one compare-and-set on the old status   | execution update {id, status}; liveaction.status  |
 |                |                                         | <new status> when publish_work (callers pass it   |
 |                |                                         | for statuses a work queue consumes: WORK_STATUSES)|
@@ -38,23 +41,29 @@ handler and calls ``LOOKUPS.watch()``.
 
 from __future__ import annotations
 
-import copy
 import datetime
+import functools
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable
+
+from bson import ObjectId
 
 from st2common import parameters as params
 from st2common import statuses
-from st2common.exceptions import NotFoundError, StaleRecordError, TransitionError, ValidationError
+from st2common.exceptions import (
+    BusError, DatabaseError, NotFoundError, StaleRecordError, TransitionError, ValidationError,
+)
 from st2common.models.db.action import ActionDB
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
 from st2common.models.db.runner import RunnerTypeDB
 from st2common.persistence.access import CREATE, UPDATE, Access
 from st2common.persistence.cache import RecordCache
+from st2common.runners.registry import WORKFLOW_RUNNERS
 from st2common.transport.publisher import Publisher
-from st2common.transport.topology import WORK_QUEUES
+from st2common.transport.topology import WORK_QUEUES, WORKFLOW_UPDATE
 
 LOG = logging.getLogger(__name__)
 
@@ -114,9 +123,12 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     if updated is None:
         raise StaleRecordError(f"execution {execution.pk} is no longer {old_status!r}")
     LOG.debug("execution %s: %s -> %s", execution.pk, old_status, new_status)
-    # Whether it has a parent and its runner let consumers that follow only workflows pass it over unread.
-    access.publish(UPDATE, updated, status=new_status, parent=bool(updated.parent),
-                   runner=(updated.runner or {}).get("name"), **_completion(updated, new_status, fields))
+    # Whether it has a parent and its runner let consumers that follow only workflows pass it over unread;
+    # the routing key keeps the others' updates from reaching the workflow engine at all.
+    runner = (updated.runner or {}).get("name")
+    access.publish(WORKFLOW_UPDATE if updated.parent or runner in WORKFLOW_RUNNERS else UPDATE, updated,
+                   status=new_status, parent=bool(updated.parent), runner=runner,
+                   **_completion(updated, new_status, fields))
     if publish_work and access.publisher is not None:
         access.publisher.publish(WORK_EXCHANGE, new_status, {"id": str(updated.pk)})
     return updated
@@ -166,7 +178,21 @@ def runner_dict(runner: RunnerTypeDB) -> dict[str, Any]:
     }
 
 
-def _read_action(action_ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
+@dataclass(frozen=True)
+class _Lookup:
+    """An action and its runner type as an execution carries them, read once for many requests."""
+
+    action: dict[str, Any]
+    runner: dict[str, Any]
+
+    @functools.cached_property
+    def schema(self) -> params.ParameterSchema:
+        """The merged parameter definitions (built on first use: a bad override is the request's error)."""
+        return params.ParameterSchema.build(self.runner["runner_parameters"], self.action["parameters"],
+                                            self.action["ref"])
+
+
+def _read_action(action_ref: str) -> _Lookup:
     action = Access(ActionDB).get(ref=action_ref)
     if action is None:
         raise NotFoundError("action", action_ref, f'Action "{action_ref}" cannot be found.')
@@ -174,18 +200,18 @@ def _read_action(action_ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
     runner = Access(RunnerTypeDB).get(name=name)
     if runner is None:
         raise NotFoundError("runner_type", name, f'Runner type "{name}" of action "{action_ref}" cannot be found.')
-    return action_dict(action), runner_dict(runner)
+    return _Lookup(action_dict(action), runner_dict(runner))
 
 
-def _load_action(action_ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The action and its runner type as an execution carries them (fresh copies); checks both are enabled."""
-    action, runner = LOOKUPS.get(action_ref, lambda: _read_action(action_ref))
-    if not action["enabled"]:
+def _load_action(action_ref: str) -> _Lookup:
+    """The action and its runner type, shared (the ExecutionDB constructor copies them); checks both are enabled."""
+    lookup = LOOKUPS.get(action_ref, lambda: _read_action(action_ref))
+    if not lookup.action["enabled"]:
         raise ValidationError(f'Unable to execute. Action "{action_ref}" is disabled.', field="action")
-    if not runner["enabled"]:
-        raise ValidationError(f'Runner "{runner["name"]}" has been disabled by the administrator.', field="action")
-    # The cached dicts are shared; the execution gets its own.
-    return copy.deepcopy(action), copy.deepcopy(runner)
+    if not lookup.runner["enabled"]:
+        raise ValidationError(f'Runner "{lookup.runner["name"]}" has been disabled by the administrator.',
+                              field="action")
+    return lookup
 
 
 def _check_delay(delay: Any) -> int | None:
@@ -194,6 +220,45 @@ def _check_delay(delay: Any) -> int | None:
     if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
         raise ValidationError(f"delay must be a whole number of milliseconds >= 0, got {delay!r}", field="delay")
     return delay or None
+
+
+def prepare(action_ref: str, parameters: dict[str, Any] | None = None, *,
+            context: dict[str, Any] | None = None, delay: int | None = None, parent: str | None = None,
+            notify: dict[str, Any] | None = None, trace_tag: str | None = None,
+            user: str | None = None, parent_user: str | None = None,
+            origin: Callable[[ExecutionDB], dict[str, Any]] | None = None) -> ExecutionDB:
+    """The execution request() would store for these arguments, validated, not stored yet; request's errors."""
+    lookup = _load_action(action_ref)
+    action = lookup.action
+    delay = _check_delay(delay)
+    ctx = dict(context or {})
+    parent_id = None
+    if parent:
+        if parent_user:
+            parent_id = str(parent)
+        else:
+            parent_doc = access(None).get_by_id(parent)
+            parent_id, parent_user = str(parent_doc.pk), (parent_doc.context or {}).get("user")
+        ctx["parent"] = {**dict(ctx.get("parent") or {}), "execution_id": parent_id}
+        # A child runs on behalf of whoever started its parent (StackStorm's rule).
+        user = parent_user or user
+    ctx["user"] = user or ctx.get("user") or SYSTEM_USER
+    ctx.setdefault("pack", action["pack"])
+    if trace_tag:
+        ctx["trace_context"] = {"trace_tag": trace_tag}
+    live = params.render_live(lookup.schema, parameters, ctx)
+
+    now = utcnow()
+    # Its id given in advance: a batch that failed half way is stored again without doubles (request_many).
+    execution = ExecutionDB(
+        id=ObjectId(), status=statuses.REQUESTED, action_ref=action["ref"], action=action, runner=lookup.runner,
+        parameters=live, context=ctx, parent=parent_id, delay=delay,
+        notify=dict(notify or action["notify"] or {}), log=[{"status": statuses.REQUESTED, "timestamp": now}],
+        start_timestamp=now,
+    )
+    for name, value in (origin(execution) if origin else {}).items():
+        setattr(execution, name, value)
+    return execution
 
 
 def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | None = None, *,
@@ -212,48 +277,92 @@ def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | 
     is then found when its children list is written (NotFoundError, the
     child deleted).
     """
-    action, runner = _load_action(action_ref)
-    delay = _check_delay(delay)
+    execution = prepare(action_ref, parameters, context=context, delay=delay, parent=parent, notify=notify,
+                        trace_tag=trace_tag, user=user, parent_user=parent_user, origin=origin)
     executions = access(publisher)
-    ctx = dict(context or {})
-    parent_id = None
-    if parent:
-        if parent_user:
-            parent_id = str(parent)
-        else:
-            parent_doc = executions.get_by_id(parent)
-            parent_id, parent_user = str(parent_doc.pk), (parent_doc.context or {}).get("user")
-        ctx["parent"] = {**dict(ctx.get("parent") or {}), "execution_id": parent_id}
-        # A child runs on behalf of whoever started its parent (StackStorm's rule).
-        user = parent_user or user
-    ctx["user"] = user or ctx.get("user") or SYSTEM_USER
-    ctx.setdefault("pack", action["pack"])
-    if trace_tag:
-        ctx["trace_context"] = {"trace_tag": trace_tag}
-    schema = params.ParameterSchema.build(runner["runner_parameters"], action["parameters"], action["ref"])
-    live = params.render_live(schema, parameters, ctx)
+    executions.insert_many([execution], reload=False)
+    _link_to_parent(executions, execution)
+    _announce(executions, execution)
+    return execution
 
-    now = utcnow()
-    execution = ExecutionDB(
-        status=statuses.REQUESTED, action_ref=action["ref"], action=action, runner=runner,
-        parameters=live, context=ctx, parent=parent_id, delay=delay,
-        notify=dict(notify or action["notify"] or {}), log=[{"status": statuses.REQUESTED, "timestamp": now}],
-        start_timestamp=now,
-    )
-    for name, value in (origin(execution) if origin else {}).items():
-        setattr(execution, name, value)
-    executions.add_or_update(execution, publish=False)
-    if parent_id is not None and not executions.push(parent_id, "children", [str(execution.pk)]):
+
+def request_many(publisher: Publisher, prepared: list[ExecutionDB]) -> list[ExecutionDB | Exception]:
+    """Store executions prepare() built in one insert, then tell the scheduler of each, in order.
+
+    Per execution: the stored execution, or the error that kept it from being
+    stored (one execution's error never fails the others). The messages go
+    after the write, as request() sends them; one the bus did not take is
+    sent again by the execution sweep (st2common.services.sweep), which
+    re-publishes ``requested`` records, so a stored execution counts as
+    requested.
+    """
+    executions = access(publisher)
+    outcomes: list[ExecutionDB | Exception] = list(prepared)
+    try:
+        executions.insert_many(prepared, reload=False)
+    except Exception as exc:  # a document the batch could not take (refused, not encodable), or the database
+        # Only the type: a bulk error's text may quote a document, parameters and all.
+        LOG.warning("%d execution requests stored one by one after %s", len(prepared), type(exc).__name__)
+        outcomes = _store_each(executions, prepared)
+    for position, execution in enumerate(prepared):
+        if outcomes[position] is execution and execution.parent:
+            try:
+                _link_to_parent(executions, execution)
+            except Exception as exc:  # its own requester raises or records it; the others go on
+                outcomes[position] = exc
+    bus_down = False
+    for execution, outcome in zip(prepared, outcomes):
+        if outcome is not execution or bus_down:
+            continue
+        try:
+            _announce(executions, execution)
+        except BusError as exc:
+            # Stored is requested: the sweep nudges it; the other messages would only wait for the bus too.
+            LOG.warning("execution %s stored, its messages not sent (the sweep re-publishes it): %s",
+                        execution.pk, exc)
+            bus_down = True
+    return outcomes
+
+
+def _store_each(executions: Access[ExecutionDB], prepared: list[ExecutionDB]) -> list[ExecutionDB | Exception]:
+    """Store the executions of a batch that failed one at a time; per execution, it or its error."""
+    outcomes: list[ExecutionDB | Exception] = []
+    database_error: DatabaseError | None = None
+    for execution in prepared:
+        if database_error is not None:
+            # The database is failing, not a document: the others would wait for it in turn.
+            outcomes.append(database_error)
+            continue
+        try:
+            # Its id was given in advance: one the failed batch stored is replaced, not doubled.
+            outcomes.append(executions.add_or_update(execution, publish=False))
+        except DatabaseError as exc:
+            database_error = exc
+            outcomes.append(exc)
+        except Exception as exc:  # its own requester raises or records it; the others go on
+            outcomes.append(exc)
+    return outcomes
+
+
+def _link_to_parent(executions: Access[ExecutionDB], execution: ExecutionDB) -> None:
+    """Add a stored child to its parent's children; a parent that is gone: the child deleted, NotFoundError."""
+    if execution.parent is None:
+        return
+    if not executions.push(execution.parent, "children", [str(execution.pk)]):
         executions.delete(execution, publish=False)
-        raise NotFoundError("execution", parent_id, f'Parent execution "{parent_id}" cannot be found.')
+        raise NotFoundError("execution", execution.parent, f'Parent execution "{execution.parent}" cannot be found.')
+
+
+def _announce(executions: Access[ExecutionDB], execution: ExecutionDB) -> None:
+    """The messages of a stored request: liveaction.status ``requested``, then the execution create event."""
     # What the scheduler needs to decide without reading the record (a re-published request has only the id).
-    publisher.publish(WORK_EXCHANGE, statuses.REQUESTED,
-                      {"id": str(execution.pk), "action_ref": action["ref"], "delay": delay,
-                       "start_timestamp": now.isoformat()})
+    executions.publisher.publish(WORK_EXCHANGE, statuses.REQUESTED,
+                                 {"id": str(execution.pk), "action_ref": execution.action_ref,
+                                  "delay": execution.delay, "start_timestamp": execution.start_timestamp.isoformat()})
     # After the work: nothing on the way to running waits for the record's create event.
     executions.publish(CREATE, execution)
-    LOG.info("execution %s of %s requested by %s", execution.pk, action["ref"], ctx["user"])
-    return execution
+    LOG.info("execution %s of %s requested by %s", execution.pk, execution.action_ref,
+             (execution.context or {}).get("user"))
 
 
 def re_run(publisher: Publisher, execution_id: str, parameters: dict[str, Any] | None = None, *,

@@ -7,12 +7,19 @@ platforms on one broker) never share queues. All exchanges are topic exchanges.
 | exchange                         | routing key            | carries                                   |
 | -------------------------------- | ---------------------- | ----------------------------------------- |
 | <p>.<resource>                   | create/update/delete   | {"id"} of a record written (persistence)  |
+| <p>.execution                    | update.workflow        | a status change of a workflow's execution |
+|                                  |                        | or of a workflow's child (below)          |
 | <p>.liveaction.status            | the new status         | {"id"} of an execution that needs work    |
 | <p>.execution.output             | stdout/stderr          | {"id", "execution_id"} of an output chunk |
 | <p>.trigger_instances_dispatch   | trigger type ref       | {"id"} of a stored trigger instance       |
 | <p>.sensor                       | create/update/delete   | {"id"} of a sensor type                   |
 | <p>.announcement                 | the route              | the announcement message itself           |
 | <p>.workflow.status              | the new status         | {"id"} of a workflow execution            |
+
+A status change of an execution that is neither a workflow nor a workflow's
+child goes out as ``update``, the others as ``update.workflow``: the notifier
+binds both, the workflow engine only the second, so the engine no longer
+receives, reads and drops two updates of every plain execution.
 
 Work queues are durable and shared by every copy of the consuming service
 (competing consumers); they are declared up front (Publisher.declare_work_queues)
@@ -29,7 +36,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue, binding
 
 from st2common.exceptions import BusError
 
@@ -70,17 +77,20 @@ RESOURCE_EXCHANGES: dict[str, str] = {
     "policy": "policy",
 }
 
-# Work queue suffix -> (exchange suffix, binding key). Consumers compete.
-WORK_QUEUES: dict[str, tuple[str, str]] = {
+# Status changes of workflows and their children (st2common.services.executions.update_status).
+WORKFLOW_UPDATE = "update.workflow"
+
+# Work queue suffix -> (exchange suffix, binding key or keys). Consumers compete.
+WORK_QUEUES: dict[str, tuple[str, str | tuple[str, ...]]] = {
     "actionrunner.req": ("liveaction.status", "requested"),
     "actionrunner.work": ("liveaction.status", "scheduled"),
     "actionrunner.cancel": ("liveaction.status", "canceling"),
     "actionrunner.pause": ("liveaction.status", "pausing"),
     "actionrunner.resume": ("liveaction.status", "resuming"),
-    "notifiers.execution.work": ("execution", "update"),
+    "notifiers.execution.work": ("execution", ("update", WORKFLOW_UPDATE)),
     "trigger_instances_dispatch.rules_engine": ("trigger_instances_dispatch", "#"),
     "workflow.work": ("workflow.status", "requested"),
-    "workflow.action.update": ("execution", "update"),
+    "workflow.action.update": ("execution", WORKFLOW_UPDATE),
 }
 
 
@@ -111,10 +121,13 @@ class Topology:
             raise BusError(f"unknown work queue {name!r}; known: {', '.join(sorted(WORK_QUEUES))}")
         key = ("q", name)
         if key not in self._cache:
-            exchange, routing_key = WORK_QUEUES[name]
-            self._cache[key] = Queue(
-                f"{self.prefix}.{name}", self.exchange(exchange), routing_key=routing_key, durable=True
-            )
+            exchange, keys = WORK_QUEUES[name]
+            if isinstance(keys, str):
+                queue = Queue(f"{self.prefix}.{name}", self.exchange(exchange), routing_key=keys, durable=True)
+            else:
+                queue = Queue(f"{self.prefix}.{name}", durable=True,
+                              bindings=[binding(self.exchange(exchange), routing_key=each) for each in keys])
+            self._cache[key] = queue
         return self._cache[key]
 
     def broadcast_queue(self, exchange: str, routing_key: str = "#", owner: str | None = None) -> Queue:

@@ -343,17 +343,20 @@ class TestBus:
         bus.publisher.publish("liveaction.status", "scheduled", {"id": "ex2"})
         bus.publisher.publish("trigger_instances_dispatch", "core.st2.webhook", {"id": "ti1"})
         bus.publisher.publish("execution", "update", {"id": "ex3"})
+        bus.publisher.publish("execution", "update.workflow", {"id": "ex4"})
         # When the services start
         names = ["actionrunner.req", "actionrunner.work", "trigger_instances_dispatch.rules_engine",
                  "notifiers.execution.work", "workflow.action.update"]
         handlers = {name: Recorder(bus.topology.work_queue(name)) for name in names}
         bus.consume(*handlers.values())
         # Then each finds its message waiting
-        wait_until(lambda: all(h.bodies for h in handlers.values()), "every queue's message")
-        assert {name: h.ids() for name, h in handlers.items()} == {
+        wait_until(lambda: all(h.bodies for h in handlers.values())
+                   and len(handlers["notifiers.execution.work"].bodies) == 2, "every queue's messages")
+        assert {name: sorted(h.ids()) for name, h in handlers.items()} == {
             "actionrunner.req": ["ex1"], "actionrunner.work": ["ex2"],
             "trigger_instances_dispatch.rules_engine": ["ti1"],
-            "notifiers.execution.work": ["ex3"], "workflow.action.update": ["ex3"]}
+            # The notifier follows every execution, the workflow engine only workflows and their children
+            "notifiers.execution.work": ["ex3", "ex4"], "workflow.action.update": ["ex4"]}
 
     def test_bodies_that_are_not_json_objects_are_dropped_without_stopping_the_consumer(self, bus):
         handler = Recorder(bus.topology.work_queue("actionrunner.req"))
@@ -508,10 +511,10 @@ def test_filesystem_without_inotify_polls(fs_bus):
 
 
 def test_filesystem_clean_close_hands_unacked_message_back_to_its_own_queue_only(fs_bus):
-    # Given an execution update, routed to the notifier's and the workflow engine's queues
+    # Given a workflow child's update, routed to the notifier's and the workflow engine's queues
     notifier = fs_bus.topology.work_queue("notifiers.execution.work")
     workflow = fs_bus.topology.work_queue("workflow.action.update")
-    fs_bus.publisher.publish("execution", "update", {"id": "ex1"})
+    fs_bus.publisher.publish("execution", "update.workflow", {"id": "ex1"})
     # When the notifier takes its copy and closes its channel without acking
     with make_connection(fs_bus.settings.messaging) as conn:
         message = notifier(conn.channel()).get(no_ack=False)

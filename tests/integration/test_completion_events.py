@@ -46,5 +46,11 @@ def test_a_large_result_or_a_top_level_execution_is_read_instead(api_settings, d
     event = finish(api_settings, publisher, big, {"out": "x" * 5000}, executions.INLINE_RESULT_LIMIT + 10)
     # Then its event names the status alone, and the engine reads the child
     assert "result" not in event and _completed_child(event) is None
+    # And an execution outside any workflow reaches the notifier alone, its status without its result
     top = stored_execution(publisher, parent=None)
-    assert "result" not in finish(api_settings, publisher, top, {"a": 1}, 8)
+    executions.update_status(executions.access(publisher), top, statuses.SUCCEEDED, publish_work=False,
+                             result={"a": 1}, result_size=8)
+    assert drain(api_settings, "workflow.action.update", timeout=0.5) == []
+    notified = drain(api_settings, "notifiers.execution.work", expect=2)
+    assert [event["id"] for event in notified] == [str(big.pk), str(top.pk)]
+    assert notified[-1]["status"] == "succeeded" and "result" not in notified[-1]
