@@ -14,10 +14,11 @@
 
 Every execution write arrives on the update queue. An update that announces a
 status nothing here acts on (requested, scheduled, delayed; the first running of
-a plain child this engine requested; the running of an Orquesta workflow with no
-parent), or an execution with no parent that is no workflow (its message names
-both), is dropped unread; the completion of a plain child this engine requested
-costs a read of its status and result (its task is known here); the others cost
+a plain child this engine requested; any status but a control of an Orquesta
+workflow with no parent), or an execution with no parent that is no workflow
+(its message names both), is dropped unread; the completion of a plain child
+this engine requested costs a read of its status and result (its task is known
+here), none when its update carries them; the others cost
 one read of the few fields events need, and are dropped when the
 record has moved past the announced status (the update of its new status
 follows: a noop's "running" update would otherwise find it succeeded and apply
@@ -41,7 +42,7 @@ import logging
 from typing import Any
 
 from st2common import statuses
-from st2common.exceptions import StackStormBaseException
+from st2common.exceptions import NotFoundError, StackStormBaseException
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.workflow import WorkflowExecutionDB
@@ -93,15 +94,16 @@ def is_workflow(execution: ExecutionDB) -> bool:
 def outside_workflows(body: dict[str, Any]) -> bool:
     """True for the update of an execution no workflow acts on (as its message says).
 
-    Neither a workflow nor in one; or a workflow of its own (no parent) that
-    runs: only an action chain's start, or a child resuming, needs a running
-    execution read, and controls come as their own statuses.
+    Neither a workflow nor in one; or an Orquesta workflow of its own (no
+    parent) in any status but a control: its engine wrote or awaits the
+    others, only an action chain's start, or a child resuming, needs a
+    running execution read, and controls come as their own statuses.
     """
     if body.get("parent") is not False or "runner" not in body:
         return False
     runner = registry.ALIASES.get(body["runner"], body["runner"])
     return runner not in registry.WORKFLOW_RUNNERS or (
-        runner == workflows.ORQUESTA and body.get("status") == statuses.RUNNING)
+        runner == workflows.ORQUESTA and body.get("status") not in CONTROL_STATUSES)
 
 
 def resumed(execution: ExecutionDB) -> bool:
@@ -214,23 +216,28 @@ class WorkflowSweep:
         for child in sorted(children, key=lambda c: (c.end_timestamp is None, c.end_timestamp or 0)):
             orquesta = (child.context or {}).get("orquesta") or {}
             task_id = orquesta.get("task_execution_id")
-            task = records.get(task_id)
-            if task is None and task_id:
-                # Requested by an engine that stopped before storing its task execution.
-                task = records[task_id] = service.recover_task(workflow.pk, task_id)
-            if task is None:
+            if not task_id:
                 continue
-            existing.add((str(task.pk), orquesta.get("item_id")))
-            if child.status in workflows.CHILD_STATUSES:
-                events.append(service.event(child, task))
-                seen.append((task, child))
+            existing.add((task_id, orquesta.get("item_id")))
+            if child.status not in workflows.CHILD_STATUSES:
+                continue
+            task = records.get(task_id)
+            if task is None:
+                # Not stored yet (a task is stored at its first kept status): rebuilt from its pending entry.
+                try:
+                    task = records[task_id] = service.task(task_id, workflow.pk)
+                except NotFoundError:
+                    continue
+            events.append(service.event(child, task))
+            seen.append((task, child))
         self._request_lost(workflow, existing)
         outcome = None
         if events:
-            outcome = service.mutate(workflow.pk, lambda _w, conductor: service.apply(conductor, events))
+            outcome = service.mutate(workflow.pk, lambda _w, conductor: service.apply(conductor, events),
+                                     before_write=service.recording(seen))
         if outcome is not None:
             LOG.info("workflow execution %s caught up with %d child updates", workflow.pk, len(events))
-        service.settle(outcome, seen)
+        service.advance(outcome)
 
     def _request_lost(self, workflow: WorkflowExecutionDB, existing: set[tuple[str, int | None]]) -> None:
         """Request the pending children that were never requested."""

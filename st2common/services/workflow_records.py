@@ -11,11 +11,14 @@ of its record, one conditional write per change, and what a process keeps in mem
 |                                          | never change                                               |
 
 A task execution is planned (its id chosen) with the write that asks for its
-first child, named in that write's ``pending`` entries, and stored once that
-child is requested: it is history, so the child does not wait for it. An
-engine that meets a child whose task execution is not stored (its engine
-stopped in between, or is still storing it) stores it from the pending entry
-naming its id (``recover_task``), so nothing is requested twice or lost.
+first child, named in that write's ``pending`` entries, and stored once, when
+its status first becomes one it keeps (completed, or pending or paused), just
+before the write that applies that status: it is history, so nothing waits
+for it while the task runs, and the write that drops its pending entries never
+comes before it. An engine that meets a child whose task execution it does not
+hold (another engine copy planned it, or this one restarted) rebuilds it from
+the pending entry naming its id (``recover_task``), so nothing is requested
+twice or lost.
 
 Changes of one workflow in one process take turns (a lock per workflow), so
 children completing together (with-items, branches) queue up rather than
@@ -54,8 +57,6 @@ LOG = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 100
 _TASK_CACHE_SIZE = 10000
-# How long a task's finish waits for the store of its planned record (by this process) to complete.
-_STORE_WAIT = 10.0
 # Task executions are kept by id, and under this prefix by key.
 _KEY = "key:"
 _HELD_WORKFLOWS = 1000
@@ -152,14 +153,6 @@ def pending_tasks(conductor: WorkflowConductor, pending: list[dict[str, Any]]) -
     return tasks
 
 
-class _Storing:
-    """A planned task execution until it is stored: one storer at a time, and a signal once stored."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.stored = threading.Event()
-
-
 def still_requested(conductor: WorkflowConductor, pending: dict[str, Any]) -> bool:
     """True while the conductor still waits for a pending child to be requested or to start."""
     sequence = conductor.state.sequence
@@ -173,6 +166,25 @@ def still_requested(conductor: WorkflowConductor, pending: dict[str, Any]) -> bo
     items = entry.get("items") or []
     item = items[pending["item_id"]] if pending["item_id"] < len(items) else None
     return bool(item) and item["status"] in _NOT_STARTED
+
+
+def _task_changes(conductor: WorkflowConductor, task: TaskExecutionDB, child: ExecutionDB) -> dict[str, Any] | None:
+    """What a task execution's record must change to match the conductor's entry (None: nothing)."""
+    sequence = conductor.state.sequence
+    entry = sequence[task.seq] if task.seq < len(sequence) else None
+    if entry is None:
+        return None
+    if entry["attempt"] != task.attempt:
+        # That attempt is over (the task is being retried): it ended as its child did.
+        status, result = child.status, child.result
+    else:
+        status, result = entry["status"], entry.get("result")
+    if status == task.status or status not in statuses.COMPLETED | set(_WAITING):
+        return None
+    changes: dict[str, Any] = {"status": status}
+    if status in statuses.COMPLETED:
+        changes.update(result=result, end_timestamp=child.end_timestamp or utcnow())
+    return changes
 
 
 @dataclass
@@ -200,15 +212,16 @@ class WorkflowRecords:
         # Task executions this process stored or read: the fields events need never change, so
         # a child's completion finds its task without a read.
         self._task_cache: OrderedDict[str, TaskExecutionDB] = OrderedDict()
-        # Planned task executions (in the cache) not stored yet, by id.
-        self._storing: OrderedDict[str, _Storing] = OrderedDict()
+        # Ids of task executions in the cache not stored yet (see record_task).
+        self._unstored: OrderedDict[str, None] = OrderedDict()
         # Workflow executions this process wrote last, with their conductor, and parsed specs (see mutate).
         self._held: OrderedDict[str, tuple[HeldWorkflow, WorkflowConductor]] = OrderedDict()
         self._specs: OrderedDict[str, WorkflowSpec] = OrderedDict()
         self._turns: dict[str, list] = {}
 
     def mutate(self, workflow_id: Any, change: Callable[[HeldWorkflow, WorkflowConductor], bool],
-               monotonic: bool = False) -> Outcome | None:
+               monotonic: bool = False,
+               before_write: Callable[[WorkflowConductor], None] | None = None) -> Outcome | None:
         """Apply change (True when it changed something) under a compare-and-set; None if nothing changed.
 
         One conditional write per change: the conductor this process wrote last
@@ -219,7 +232,9 @@ class WorkflowRecords:
         the held one may be behind, unless the change is monotonic (a child's
         event: what an earlier state already knows, a later one knows too).
         Changes of one workflow in this process take turns, so they never miss
-        each other's writes.
+        each other's writes. before_write(conductor), when given, runs after a
+        change and before its write (the task executions it completes are stored
+        there, under the same turn).
         """
         key = str(workflow_id)
         with self._turn(key):
@@ -233,6 +248,8 @@ class WorkflowRecords:
                             self._hold(key, workflow, conductor)
                         return None
                     continue
+                if before_write is not None:
+                    before_write(conductor)
                 next_tasks = conductor.get_next_tasks()
                 planned = [self._plan_task(workflow, task) for task in next_tasks]
                 fields = state_fields(conductor)
@@ -245,10 +262,8 @@ class WorkflowRecords:
                 if self.workflows.set_if(workflow.pk, {"revision": workflow.revision}, fields):
                     for record in planned:
                         if record._created and str(record.pk) not in self._task_cache:
-                            # Stored by request_children once its first child is requested (store_task).
-                            self._storing[str(record.pk)] = _Storing()
-                            while len(self._storing) > _TASK_CACHE_SIZE:
-                                self._storing.popitem(last=False)
+                            # Stored by record_task, at its task's first kept status.
+                            self._unstored[str(record.pk)] = None
                         self._remember(record)
                     updated = workflow.written(fields)
                     self._hold(key, updated, conductor)
@@ -295,35 +310,85 @@ class WorkflowRecords:
 
     def record_task(self, conductor: WorkflowConductor, task: TaskExecutionDB, child: ExecutionDB) -> None:
         """Bring the task execution's status and result in line with the conductor's entry."""
-        sequence = conductor.state.sequence
-        entry = sequence[task.seq] if task.seq < len(sequence) else None
-        if entry is None:
+        self.record_tasks(conductor, [(task, child)])
+
+    def record_tasks(self, conductor: WorkflowConductor, seen: list[tuple[TaskExecutionDB, ExecutionDB]]) -> None:
+        """Bring task executions in line with the conductor's entries (each with the child it last heard of).
+
+        The first status a task keeps (completed, pending, paused) stores the
+        task execution this process holds unstored, those of several tasks in
+        one insert: one write for a task that runs and completes.
+        """
+        changed: dict[str, tuple[TaskExecutionDB, dict[str, Any]]] = {}
+        for task, child in seen:
+            changes = _task_changes(conductor, task, child)
+            if changes is not None:
+                changed[str(task.pk)] = (task, changes)
+        new = [(task, changes) for key, (task, changes) in changed.items() if key in self._unstored]
+        stored = [(task, changes) for key, (task, changes) in changed.items() if key not in self._unstored]
+        if len(new) > 1:
+            self._insert_tasks(new)
+        elif new:
+            self._insert_task(*new[0])
+        for task, changes in stored:
+            self.tasks.set_if(task.pk, {}, changes)
+            task.status = changes["status"]
+
+    def _insert_tasks(self, new: list[tuple[TaskExecutionDB, dict[str, Any]]]) -> None:
+        """_insert_task of several in one insert (one by one when some turn out stored)."""
+        before = [{name: getattr(task, name) for name in changes} for task, changes in new]
+        for task, changes in new:
+            for name, value in changes.items():
+                setattr(task, name, value)
+        try:
+            self.tasks.insert_many([task for task, _ in new], reload=False)
+        except ConflictError:
+            # The ones before the clash are stored (their inserts are ordered): they clash again, and are changed.
+            for (task, changes), old in zip(new, before):
+                for name, value in old.items():
+                    setattr(task, name, value)
+                self._insert_task(task, changes)
             return
-        if entry["attempt"] != task.attempt:
-            # That attempt is over (the task is being retried): it ended as its child did.
-            status, result = child.status, child.result
-        else:
-            status, result = entry["status"], entry.get("result")
-        if status == task.status or status not in statuses.COMPLETED | set(_WAITING):
-            return
-        changes: dict[str, Any] = {"status": status}
-        if status in statuses.COMPLETED:
-            changes.update(result=result, end_timestamp=child.end_timestamp or utcnow())
-        storing = self._storing.get(str(task.pk))
-        if storing is not None:
-            # Its child finished before this process stored it: the update must not run first.
-            storing.stored.wait(_STORE_WAIT)
-        self.tasks.set_if(task.pk, {}, changes)
-        task.status = status
+        except StackStormBaseException:
+            for (task, _), old in zip(new, before):
+                for name, value in old.items():
+                    setattr(task, name, value)
+            raise
+        for task, _ in new:
+            self._unstored.pop(str(task.pk), None)
+
+    def _insert_task(self, task: TaskExecutionDB, changes: dict[str, Any]) -> None:
+        """Store a task execution held unstored, with changes; only changes when it turns out stored."""
+        before = {name: getattr(task, name) for name in changes}
+        for name, value in changes.items():
+            setattr(task, name, value)
+        try:
+            self.tasks.insert_many([task], reload=False)
+        except ConflictError as exc:
+            # Another engine copy stored it first (it completed or waited there): the change applies to that.
+            LOG.debug("task execution %s already stored: %s", task.pk, exc)
+            if not self.tasks.set_if(task.pk, {}, changes):
+                LOG.warning("task execution %s: another one is stored under key %s", task.pk, task.key)
+        except StackStormBaseException:
+            for name, value in before.items():
+                setattr(task, name, value)
+            raise
+        self._unstored.pop(str(task.pk), None)
 
     def _plan_task(self, workflow: HeldWorkflow, task: NextTask) -> TaskExecutionDB:
-        """The task execution of a task attempt about to be requested: known, or new (not stored yet)."""
+        """The task execution of a task attempt about to be requested: known, or new (not stored yet).
+
+        Later items of a with-items task take the id their earlier items' pending entries name.
+        """
         key = TaskExecutionDB.make_key(str(workflow.pk), task.seq, task.attempt)
         known = self._task_cache.get(_KEY + key)
-        if known is None and task.items_count is not None:
-            # Later items of a with-items task find their record stored already.
+        if known is not None:
+            return known
+        named = next((item["task_execution_id"] for item in workflow.pending or [] if item.get("task_execution_id")
+                      and item["seq"] == task.seq and item["attempt"] == task.attempt), None)
+        if named is None and task.items_count is not None:
             known = self.tasks.get(key=key)
-        return known if known is not None else self._new_task(workflow, task, ObjectId())
+        return known if known is not None else self._new_task(workflow, task, named or ObjectId())
 
     @staticmethod
     def _new_task(workflow: HeldWorkflow | WorkflowExecutionDB, task: NextTask, task_id: Any) -> TaskExecutionDB:
@@ -339,7 +404,7 @@ class WorkflowRecords:
 
     def task_execution(self, workflow: HeldWorkflow | WorkflowExecutionDB, task: NextTask,
                        task_id: Any = None) -> TaskExecutionDB:
-        """The task execution of one attempt of a task instance: the one planned or known, else stored now.
+        """The task execution of one attempt of a task instance: the one planned or known, else a new one held.
 
         task_id is the id a pending entry chose for it (recovery), if any.
         """
@@ -351,75 +416,68 @@ class WorkflowRecords:
             existing = self.tasks.get(key=key)
             if existing is not None:
                 return self._remember(existing)
-        return self._store_new(self._new_task(workflow, task, task_id or ObjectId()))
+        return self._hold_unstored(self._new_task(workflow, task, task_id or ObjectId()))
 
-    def _store_new(self, record: TaskExecutionDB) -> TaskExecutionDB:
-        """Store a new task execution; the stored one when another engine stored it first (same key)."""
-        try:
-            return self._remember(self.tasks.insert_many([record], reload=False)[0])
-        except ConflictError as exc:
-            found = self.tasks.get(key=record.key)
-            if found is None:
-                raise
-            LOG.debug("task execution %s already stored: %s", record.key, exc)
-            return self._remember(found)
+    def _hold_unstored(self, record: TaskExecutionDB) -> TaskExecutionDB:
+        self._unstored[str(record.pk)] = None
+        return self._remember(record)
 
     def store_task(self, record: TaskExecutionDB) -> None:
-        """Store a planned task execution once its first child is requested (no-op once stored)."""
-        storing = self._storing.get(str(record.pk))
-        if storing is None:
+        """Store now a task execution this process holds unstored (one whose child could not be requested)."""
+        if str(record.pk) not in self._unstored:
             return
-        with storing.lock:
-            if storing.stored.is_set():
-                return
-            try:
-                self.tasks.insert_many([record], reload=False)
-            except ConflictError as exc:
-                # An engine that saw its child first stored it from the pending entry (recover_task).
-                LOG.debug("task execution %s already stored: %s", record.pk, exc)
-            except StackStormBaseException:
-                # Not stored: forgotten here, so its child's completion finds it through recover_task.
-                self._forget(record)
-                raise
-            finally:
-                storing.stored.set()
-                self._storing.pop(str(record.pk), None)
+        try:
+            self.tasks.insert_many([record], reload=False)
+        except ConflictError as exc:
+            LOG.debug("task execution %s already stored: %s", record.pk, exc)
+        self._unstored.pop(str(record.pk), None)
 
     def recover_task(self, workflow_id: Any, task_id: Any) -> TaskExecutionDB | None:
-        """A task execution a pending entry names but nobody stored (its engine stopped first): stored now.
+        """A task execution this process does not hold: from the pending entry naming it, else as stored.
 
-        None when no pending entry of the workflow names it.
+        Rebuilt from the pending entry (not stored: its first kept status
+        stores it) when another engine copy planned it or this process
+        restarted since. The workflow read stays held for the change that
+        follows. None when neither a pending entry nor a record has it.
         """
+        key = str(workflow_id)
+        with self._turn(key):
+            held = self._held.get(key)
+            for fresh in ((False, True) if held is not None else (True,)):
+                if fresh:
+                    try:
+                        held = self._load(workflow_id)
+                    except NotFoundError:
+                        return None
+                    self._hold(key, *held)
+                workflow, conductor = held
+                pending = [item for item in workflow.pending or [] if item.get("task_execution_id") == str(task_id)]
+                if pending:
+                    task, _ = pending_tasks(conductor, pending)[0]
+                    LOG.debug("workflow execution %s: task execution %s rebuilt from its pending entry",
+                              workflow.pk, task_id)
+                    return self._hold_unstored(self._new_task(workflow, task, task_id))
         try:
-            workflow = self.workflows.get_by_id(workflow_id)
+            return self._remember(self.tasks.get_by_id(task_id))
         except NotFoundError:
             return None
-        pending = [item for item in plain(workflow.pending) or [] if item.get("task_execution_id") == str(task_id)]
-        if not pending:
-            return None
-        try:
-            found = self.tasks.get_by_id(task_id)
-            return self._remember(found)
-        except NotFoundError:
-            pass
-        task, _ = pending_tasks(conductor_of(workflow, self.kv), pending)[0]
-        LOG.info("workflow execution %s: task execution %s stored from its pending entry", workflow.pk, task_id)
-        return self._store_new(self._new_task(workflow, task, task_id))
 
-    def task(self, task_id: Any) -> TaskExecutionDB:
-        """A task execution by id (from this process's cache when it has it)."""
+    def task(self, task_id: Any, workflow_id: Any = None) -> TaskExecutionDB:
+        """A task execution by id: held by this process, else (of workflow_id) recovered, else stored."""
         task = self._task_cache.get(str(task_id))
-        if task is None:
-            task = self._remember(self.tasks.get_by_id(task_id))
-        return task
-
-    def _forget(self, task: TaskExecutionDB) -> None:
-        self._task_cache.pop(str(task.pk), None)
-        self._task_cache.pop(_KEY + task.key, None)
+        if task is not None:
+            return task
+        if workflow_id is not None:
+            task = self.recover_task(workflow_id, task_id)
+            if task is None:
+                raise NotFoundError("task_execution", str(task_id))
+            return task
+        return self._remember(self.tasks.get_by_id(task_id))
 
     def _remember(self, task: TaskExecutionDB) -> TaskExecutionDB:
         self._task_cache[str(task.pk)] = self._task_cache[_KEY + task.key] = task
         while len(self._task_cache) > _TASK_CACHE_SIZE:
-            self._task_cache.popitem(last=False)
+            evicted, _ = self._task_cache.popitem(last=False)
+            # Out of the cache an unstored one is rebuilt from its pending entry (recover_task).
+            self._unstored.pop(evicted, None)
         return task
-

@@ -4,10 +4,10 @@ change, control it (pause, resume, cancel, re-run) and recover what a crash left
 - request (in the orquesta runner): a workflow execution stored ``requested``, the
   execution pointed at it; ``workflow.status requested`` published.
 - start, child_changed, control (in the engine): one compare-and-set of the
-  conductor's state, then ``request_children`` (a child execution per task or
-  item, through executions.request, then the task execution of each task attempt)
-  and the workflow's execution brought in line (its status, and {output, errors}
-  at the end).
+  conductor's state (children's events that wait for the same turn share it),
+  then ``request_children`` (a child execution per task or item, all of one
+  change in one insert through executions.request_many) and the workflow's
+  execution brought in line (its status, and {output, errors} at the end).
 - pause, resume (in the API; cancel is executions.cancel): the workflow's execution
   moves to pausing or resuming; the engine reads that update and the workflow
   follows (control), passing it on to child workflows (down) and, for a resumed
@@ -26,14 +26,16 @@ Children are requested after the state that asks for them is stored, and the
 same write lists them in ``pending``; the engine's sweep (st2workflowengine.handler)
 applies children that completed while no engine was listening and requests
 pending children that do not exist, so a crash between the two loses nothing
-and runs nothing twice. A task execution is stored after its first child is
-requested, under the id its pending entry chose: an engine that meets a child
-whose task execution is missing stores it from that entry (recover_task).
+and runs nothing twice. A task execution is stored once, under the id its
+pending entry chose, just before the write that applies its completion (or
+its wait, pending or paused): an engine that meets a child whose task
+execution it does not hold rebuilds it from that entry (recover_task).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -139,7 +141,8 @@ def request(publish: Callable[[str, str, dict], None], execution_id: str, spec: 
         id=workflow_id, action_execution=str(execution.pk), spec=spec.definition, input=dict(input),
         context={"st2": st2, "parent": context},
         notify={"tasks": list(notify_tasks or []), "config": dict(execution.notify or {})})
-    Access(WorkflowExecutionDB).add_or_update(workflow, publish=False)
+    # A true insert: a save with an id given in advance costs a replace that finds nothing first.
+    Access(WorkflowExecutionDB).insert_many([workflow], reload=False)
     _adopt(execution, context, str(workflow.pk))
     publish(WORKFLOW_EXCHANGE, statuses.REQUESTED, {"id": str(workflow.pk)})
     LOG.info("workflow execution %s requested for execution %s", workflow.pk, execution.pk)
@@ -201,6 +204,16 @@ def child_trace_context(own: dict[str, Any], execution_id: str) -> dict[str, str
     return trace_service.trace_context(trace_service.start_for_execution(execution_id))
 
 
+class _Batch:
+    """Children's events of one workflow that wait for the same turn: applied in one change and one write."""
+
+    def __init__(self, events: list[TaskEvent], seen: list[tuple[TaskExecutionDB, ExecutionDB]]) -> None:
+        self.events = events
+        self.seen = seen
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 class WorkflowService(WorkflowRecords):
     """The engine's side: runs workflows forward as their children change."""
 
@@ -209,6 +222,8 @@ class WorkflowService(WorkflowRecords):
         # Plain (not workflow) children this process requested and has not seen complete, by id:
         # [task execution id, item id, first "running" seen].
         self._requested: OrderedDict[str, list] = OrderedDict()
+        # Children's events waiting for their workflow's turn, by workflow execution id (see child_changed).
+        self._batches: dict[str, _Batch] = {}
 
     def advance(self, outcome: Outcome | None) -> None:
         """Act on a stored change: request the next children, then show the new status on the execution."""
@@ -217,22 +232,14 @@ class WorkflowService(WorkflowRecords):
             self._sync_execution(outcome)
             outcome = self.fail_requests(outcome.workflow.pk, failures) if failures else None
 
-    def settle(self, outcome: Outcome | None, seen: list[tuple[TaskExecutionDB, ExecutionDB]]) -> None:
-        """Advance after children's events, and bring their task executions in line.
+    def recording(self, seen: list[tuple[TaskExecutionDB, ExecutionDB]]) -> Callable[[WorkflowConductor], None]:
+        """mutate's before_write for children's events: their task executions brought in line.
 
-        The next children first, as the task records are history; but when the
-        workflow has ended, the records first, so it never shows its end before
+        Before the workflow's write, so no write drops a task's pending entry
+        before its record is stored, and a workflow never shows its end before
         its tasks show theirs.
         """
-        if outcome is None:
-            return
-        ended = outcome.conductor.get_workflow_status() in statuses.COMPLETED
-        if not ended:
-            self.advance(outcome)
-        for task, child in seen:
-            self.record_task(outcome.conductor, task, child)
-        if ended:
-            self.advance(outcome)
+        return lambda conductor: self.record_tasks(conductor, seen)
 
     # -- engine entry points -----------------------------------------------------------------
 
@@ -258,25 +265,73 @@ class WorkflowService(WorkflowRecords):
 
         known is (task execution id, item id) of a child this process requested
         (requested_child): then only CHILD_FIELDS of the child need be read.
+        Children of one workflow that change while another's change waits for
+        its turn join that change: one write for all, and each returns once it
+        is stored (or raises what kept it from being stored).
         """
         orquesta = (child.context or {}).get("orquesta") or {}
         task_id, item_id = known if known is not None else (orquesta.get("task_execution_id"), orquesta.get("item_id"))
-        try:
-            task = self.task(task_id)
-        except NotFoundError:
-            task = self.recover_task(orquesta.get("workflow_execution_id"), task_id) if task_id else None
-            if task is None:
-                LOG.warning("execution %s names no known task execution", child.pk)
-                return
+        task = self._child_task(child, task_id, orquesta.get("workflow_execution_id"))
+        if task is None:
+            LOG.warning("execution %s names no known task execution", child.pk)
+            return
         event = self.event(child, task, item_id)
+        key = str(task.workflow_execution)
+        batch = self._batches.get(key)
+        if batch is not None:
+            # Another child of this workflow waits for its turn: this event joins its change (one write for both).
+            batch.events.append(event)
+            batch.seen.append((task, child))
+            batch.done.wait()
+            if batch.error is not None:
+                raise batch.error
+            return
+        batch = self._batches[key] = _Batch([event], [(task, child)])
+        try:
+            self.advance(self._apply_batch(task.workflow_execution, batch))
+        except BaseException as exc:
+            batch.error = exc
+            raise
+        finally:
+            if self._batches.get(key) is batch:
+                del self._batches[key]
+            batch.done.set()
+
+    def _apply_batch(self, workflow_id: Any, batch: "_Batch") -> Outcome | None:
+        """The children's events of a batch applied in one change (closed to new events once its turn comes)."""
+        key = str(workflow_id)
         unknown: list[str] = []
-        outcome = self.mutate(task.workflow_execution, lambda _w, conductor: self.apply(conductor, [event], unknown),
-                              monotonic=True)
+
+        def change(_workflow: HeldWorkflow, conductor: WorkflowConductor) -> bool:
+            if self._batches.get(key) is batch:
+                del self._batches[key]
+            unknown.clear()
+            return self.apply(conductor, batch.events, unknown)
+        record = self.recording(batch.seen)
+        outcome = self.mutate(workflow_id, change, monotonic=True, before_write=record)
         if outcome is None and unknown:
             # The conductor held here is behind: another process moved the workflow on (the API
             # answering an inquiry, another engine copy) and requested this task. Read it again.
-            outcome = self.mutate(task.workflow_execution, lambda _w, conductor: self.apply(conductor, [event]))
-        self.settle(outcome, [(task, child)])
+            outcome = self.mutate(workflow_id, lambda _w, conductor: self.apply(conductor, batch.events),
+                                  before_write=record)
+        return outcome
+
+    def _child_task(self, child: ExecutionDB, task_id: Any, workflow_id: Any) -> TaskExecutionDB | None:
+        """The task execution a child names: held here, else rebuilt from its workflow's pending entry or read."""
+        if not task_id:
+            return None
+        task = self._task_cache.get(str(task_id))
+        if task is not None:
+            return task
+        if workflow_id is None:
+            # A child this process requested, whose task execution it no longer holds: its context names the workflow.
+            read = self.executions.get_fields(child.pk, ("id", "context"))
+            workflow_id = (((read.context if read is not None else None) or {}).get("orquesta") or {}).get(
+                "workflow_execution_id")
+        try:
+            return self.task(task_id, workflow_id)
+        except NotFoundError:
+            return None
 
     def control(self, execution: ExecutionDB) -> None:
         """The workflow's own execution was asked to pause, resume or cancel: the workflow follows."""
@@ -351,35 +406,57 @@ class WorkflowService(WorkflowRecords):
     def request_children(self, workflow: HeldWorkflow | WorkflowExecutionDB, next_tasks: list[NextTask],
                          only_missing: set[tuple[str, int | None]] | None = None,
                          task_ids: dict[tuple[int, int], str] | None = None) -> list[tuple[NextTask, Exception]]:
-        """One task execution per task attempt, one child execution per task or item; the failures.
+        """One task execution per task attempt (held, not stored), one child execution per task or item; the failures.
 
         only_missing, when given, holds (task execution id, item id) pairs that
         already have a child: those are skipped; task_ids, the task execution
         ids pending entries chose by (seq, attempt) (both for recovery).
         """
-        failures = []
+        failures: list[tuple[NextTask, Exception]] = []
         ids = task_ids or {}
+        prepared: list[tuple[NextTask, TaskExecutionDB, Any, ExecutionDB]] = []
         for task in next_tasks:
             record = self.task_execution(workflow, task, ids.get((task.seq, task.attempt)))
-            try:
-                for action in task.actions:
-                    if only_missing is not None and (str(record.pk), action.item_id) in only_missing:
-                        continue
-                    try:
-                        self._request_child(workflow, task, record, action)
-                    except (NotFoundError, ValidationError) as exc:
-                        LOG.info("workflow execution %s: task %s cannot be requested: %s", workflow.pk, task.task_id,
-                                 exc)
-                        failures.append((task, exc))
-                        break
-                    # After its first child: the record is history, the child need not wait for it.
+            for action in task.actions:
+                if only_missing is not None and (str(record.pk), action.item_id) in only_missing:
+                    continue
+                try:
+                    prepared.append((task, record, action, self._prepare_child(workflow, task, record, action)))
+                except (NotFoundError, ValidationError) as exc:
+                    LOG.info("workflow execution %s: task %s cannot be requested: %s", workflow.pk, task.task_id, exc)
+                    failures.append((task, exc))
+                    # No child will complete it: stored now, as requested.
                     self.store_task(record)
-            finally:
-                self.store_task(record)
+                    break
+        if not prepared:
+            return failures
+        failed = {(task.seq, task.attempt) for task, _ in failures}
+        error = None
+        # One insert for all of them (branches of a split, items): each then joins its parent and is announced.
+        outcomes = executions.request_many(self.publisher, [child for *_, child in prepared])
+        for (task, record, action, child), outcome in zip(prepared, outcomes):
+            if isinstance(outcome, (NotFoundError, ValidationError)):
+                if (task.seq, task.attempt) not in failed:
+                    failed.add((task.seq, task.attempt))
+                    failures.append((task, outcome))
+                    self.store_task(record)
+                continue
+            if isinstance(outcome, Exception):
+                # The database or the bus: raised once the others are known, the sweep requests it again.
+                error = error or outcome
+                continue
+            runner = (child.runner or {}).get("name")
+            if registry.ALIASES.get(runner, runner) not in registry.WORKFLOW_RUNNERS:
+                self._requested[str(child.pk)] = [str(record.pk), action.item_id, False]
+        while len(self._requested) > _REQUESTED_KEPT:
+            self._requested.popitem(last=False)
+        if error is not None:
+            raise error
         return failures
 
-    def _request_child(self, workflow: HeldWorkflow | WorkflowExecutionDB, task: NextTask, record: TaskExecutionDB,
+    def _prepare_child(self, workflow: HeldWorkflow | WorkflowExecutionDB, task: NextTask, record: TaskExecutionDB,
                        action) -> ExecutionDB:
+        """The child execution of one task or item, validated and not stored (executions.prepare)."""
         context = workflow.context or {}
         st2 = context.get("st2") or {}
         own = context.get("parent") or {}
@@ -400,16 +477,10 @@ class WorkflowService(WorkflowRecords):
         else:
             trace_tag = (own.get("trace_context") or {}).get("trace_tag")
         delay = int(round(task.delay * 1000)) if task.delay else None
-        child = executions.request(
-            self.publisher, action.action, dict(action.input or {}), context=child_context, delay=delay,
+        return executions.prepare(
+            action.action, dict(action.input or {}), context=child_context, delay=delay,
             parent=workflow.action_execution, user=st2.get("user"), parent_user=st2.get("user"), trace_tag=trace_tag,
             notify=dict(notify.get("config") or {}) if task.task_id in (notify.get("tasks") or []) else None)
-        runner = (child.runner or {}).get("name")
-        if registry.ALIASES.get(runner, runner) not in registry.WORKFLOW_RUNNERS:
-            self._requested[str(child.pk)] = [str(record.pk), action.item_id, False]
-            while len(self._requested) > _REQUESTED_KEPT:
-                self._requested.popitem(last=False)
-        return child
 
     def first_run(self, execution_id: Any) -> bool:
         """True (once) for the first ``running`` of a plain child this process requested.
@@ -458,12 +529,16 @@ class WorkflowService(WorkflowRecords):
         status = outcome.conductor.get_workflow_status()
         if status == outcome.old_status and status not in statuses.COMPLETED:
             return
+        if outcome.old_status == statuses.REQUESTED and status == statuses.RUNNING:
+            # Started: the action runner that requested it left its execution running.
+            return
         target = statuses.RUNNING if status == statuses.RESUMING else status
         changes = {"result": outcome.conductor.result()} if status in statuses.COMPLETED else {}
         for _ in range(CAS_ATTEMPTS):
-            try:
-                execution = self.executions.get_by_id(outcome.workflow.action_execution)
-            except NotFoundError:
+            # What a status change reads and rewrites: not the children, parameters and result it holds.
+            execution = self.executions.get_fields(outcome.workflow.action_execution,
+                                                   ("id", "status", "log", "parent", "runner"))
+            if execution is None:
                 LOG.warning("workflow execution %s: its execution is gone", outcome.workflow.pk)
                 return
             if execution.status == target or execution.status in statuses.COMPLETED:

@@ -1,17 +1,25 @@
-"""Task execution records stored after their first child is requested: an engine that stops in between
-loses nothing and runs nothing twice.
+"""Task execution records stored once, at their task's first kept status: an engine that stops while a
+task runs loses nothing and runs nothing twice.
 
 The engine chooses a task execution's id with the write that asks for its first
-child (the write's pending entry names it), requests the child, then stores the
-record. These tests leave a workflow in the state such an engine leaves behind
-(the child requested, its task execution not stored) and check that a new
-engine, told of the child's completion or sweeping for it, stores the record
-from the pending entry and carries the workflow on.
+child (the write's pending entry names it), requests the child, and stores the
+record just before the write that applies the child's completion. These tests
+leave a workflow in the state an engine leaves behind when it stops while a
+task runs (the child requested, its task execution not stored) and check that
+a new engine, told of the child's completion or sweeping for it, stores the
+record from the pending entry and carries the workflow on.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import Counter
+
+import eventlet
+
 from st2common import statuses
+from st2common.models.db.action import ActionDB
 from st2common.models.db.workflow import TaskExecutionDB, WorkflowExecutionDB
 from st2common.persistence.access import Access
 from st2common.services.workflows import WorkflowService
@@ -28,27 +36,27 @@ def purge_updates(platform) -> None:
 
 
 def stop_before_storing_step3(platform):
-    """A slow chain whose engine requested step3's child and stopped before storing its task execution."""
+    """A slow chain whose engine requested step3's child and stopped while it ran."""
     execution = platform.request("wf_pack.slow_chain", {"pause": 0.2})
     step = platform.wait_for_task(execution, "step2", statuses.RUNNING)
     platform.engines.pop().stop()
     step = platform.wait_for(step.pk, statuses.COMPLETED)
     purge_updates(platform)
     crashed = WorkflowService(platform.settings, platform.publisher)
-    task = crashed.task(step.context["orquesta"]["task_execution_id"])
+    orquesta = step.context["orquesta"]
+    task = crashed.task(orquesta["task_execution_id"], orquesta["workflow_execution_id"])
     event = crashed.event(step, task)
-    outcome = crashed.mutate(task.workflow_execution, lambda _w, conductor: crashed.apply(conductor, [event]))
+    outcome = crashed.mutate(task.workflow_execution, lambda _w, conductor: crashed.apply(conductor, [event]),
+                             before_write=crashed.recording([(task, step)]))
     assert [t.task_id for t in outcome.next_tasks] == ["step3"]
     assert not crashed.request_children(outcome.workflow, outcome.next_tasks)
-    # (step2's own record brought in line, so the records checked at the end are all of this test's doing)
-    crashed.record_task(outcome.conductor, task, step)
-    # The record that engine had not stored yet
+    # step2's record was stored by the write that applied its completion; step3's only its pending entry names
     records = Access(TaskExecutionDB)
-    record = records.get(workflow_execution=str(outcome.workflow.pk), task_id="step3")
-    records.delete(record, publish=False)
+    assert records.get_by_id(task.pk).status == statuses.SUCCEEDED
+    assert records.get(workflow_execution=str(outcome.workflow.pk), task_id="step3") is None
     pending = Access(WorkflowExecutionDB).get_by_id(outcome.workflow.pk).pending
-    assert [p["task_execution_id"] for p in pending] == [str(record.pk)]
-    return execution, str(record.pk)
+    assert [p["task_id"] for p in pending] == ["step3"]
+    return execution, pending[0]["task_execution_id"]
 
 
 def assert_ran_once_with_records(platform, execution, step3_task_id: str) -> None:
@@ -62,7 +70,8 @@ def assert_ran_once_with_records(platform, execution, step3_task_id: str) -> Non
     for child in children:
         task = tasks[child.context["orquesta"]["task_execution_id"]]
         assert task.status == statuses.SUCCEEDED and task.result == child.result
-    assert children[2].context["orquesta"]["task_execution_id"] == step3_task_id
+    if step3_task_id is not None:
+        assert children[2].context["orquesta"]["task_execution_id"] == step3_task_id
 
 
 def test_a_child_whose_task_execution_was_never_stored_carries_its_workflow_on(platform):
@@ -101,3 +110,102 @@ def test_task_executions_are_stored_with_the_ids_their_children_name(embedded):
         assert task.status == statuses.SUCCEEDED and task.result == child.result
     # And nothing is left pending once it is done
     assert workflow.pending is None
+
+
+def test_a_task_execution_is_stored_once_its_task_completes(platform):
+    # Given a slow chain whose second step runs
+    execution = platform.request("wf_pack.slow_chain", {"pause": 0.3})
+    step = platform.wait_for_task(execution, "step2", statuses.RUNNING)
+    records = Access(TaskExecutionDB)
+    # Then its task execution is not stored while it runs: the workflow's pending entry names it
+    task_id = step.context["orquesta"]["task_execution_id"]
+    assert records.query({"id": task_id}) == []
+    pending = Access(WorkflowExecutionDB).get_by_id(step.context["orquesta"]["workflow_execution_id"]).pending
+    assert [p["task_execution_id"] for p in pending] == [task_id]
+    # And once the workflow is done, every task's is stored with its child's status and result
+    assert_ran_once_with_records(platform, execution, None)
+
+
+def test_a_retried_task_keeps_one_record_per_attempt(platform, tmp_path):
+    # When a task fails once and its retry succeeds
+    done = platform.run("wf_pack.flaky", {"flag": str(tmp_path / "flag")})
+    # Then the workflow succeeds, and each attempt's task execution is stored as its child ended
+    assert done.status == statuses.SUCCEEDED, done.result
+    children = platform.children(done)
+    assert [c.context["orquesta"]["task_name"] for c in children] == ["flaky", "flaky", "after"]
+    workflow = Access(WorkflowExecutionDB).get(action_execution=str(done.pk))
+    tasks = {str(t.pk): t for t in Access(TaskExecutionDB).query({"workflow_execution": str(workflow.pk)})}
+    assert len(tasks) == 3
+    attempts = [tasks[c.context["orquesta"]["task_execution_id"]] for c in children]
+    assert [(t.task_id, t.attempt, t.status) for t in attempts] == [
+        ("flaky", 0, statuses.FAILED), ("flaky", 1, statuses.SUCCEEDED), ("after", 0, statuses.SUCCEEDED)]
+    assert [t.result for t in attempts] == [c.result for c in children]
+
+
+def test_children_that_complete_while_their_workflow_waits_for_its_turn_share_one_write(platform):
+    # Given a fan-out whose 20 branches all succeeded while its engine heard of none of them
+    platform.engines.pop().stop()
+    execution = platform.request("wf_pack.fanout20")
+    deadline = time.monotonic() + 20
+    while (workflow := Access(WorkflowExecutionDB).get(action_execution=str(execution.pk))) is None:
+        assert time.monotonic() < deadline, "the workflow execution was never stored"
+        time.sleep(0.01)
+    engine = WorkflowService(platform.settings, platform.publisher)
+    engine.start(workflow.pk)
+    engine.child_changed(platform.wait_for(platform.wait_for_task(execution, "fork", statuses.SUCCEEDED).pk,
+                                           statuses.SUCCEEDED))
+    branches = [platform.wait_for(c.pk, statuses.COMPLETED) for c in platform.children(execution)
+                if c.context["orquesta"]["task_name"] != "fork"]
+    assert len(branches) == 20
+    purge_updates(platform)
+    before = Access(WorkflowExecutionDB).get_by_id(workflow.pk).revision
+    # When their updates arrive while another change of the workflow holds its turn
+    gate = threading.Event()
+
+    def hold(_workflow, _conductor) -> bool:
+        gate.wait()
+        return False
+    holder = eventlet.spawn(engine.mutate, workflow.pk, hold)
+    eventlet.sleep(0)
+    updates = [eventlet.spawn(engine.child_changed, child) for child in branches]
+    eventlet.sleep(0)
+    gate.set()
+    holder.wait()
+    for update in updates:
+        update.wait()
+    # Then one write applied all 20 and their task executions are stored, succeeded
+    assert Access(WorkflowExecutionDB).get_by_id(workflow.pk).revision == before + 1
+    records = Access(TaskExecutionDB).query({"workflow_execution": str(workflow.pk)})
+    assert sorted(t.task_id for t in records if t.status == statuses.SUCCEEDED) == sorted(
+        ["fork"] + [c.context["orquesta"]["task_name"] for c in branches])
+    # And an engine hearing of the join's completion finishes the workflow, the join run once
+    platform.start_engine()
+    done = platform.wait_for(execution.pk, statuses.COMPLETED)
+    assert done.status == statuses.SUCCEEDED, done.result
+    assert Counter(c.context["orquesta"]["task_name"] for c in platform.children(done))["join"] == 1
+
+
+def test_a_task_whose_child_cannot_be_requested_fails_the_workflow_with_its_record_stored(platform):
+    # Given the action of the join of a workflow's branches disabled after the workflow was inspected
+    actions = Access(ActionDB)
+    echo = actions.get_by_ref("core.echo")
+    echo.enabled = False
+    actions.add_or_update(echo, publish=False)
+    try:
+        # When the workflow reaches the join
+        done = platform.run("wf_pack.parallel")
+    finally:
+        echo = actions.get_by_ref("core.echo")
+        echo.enabled = True
+        actions.add_or_update(echo, publish=False)
+    # Then it fails naming the disabled action, with every branch run once and no child for the join
+    assert done.status == statuses.FAILED, done.result
+    assert any("disabled" in error["message"] and error.get("task_id") == "barrier"
+               for error in done.result["errors"])
+    names = platform.task_names(done)
+    assert sorted(names) == ["intermediate", "parallel1", "parallel2", "parallel3"]
+    # And every task, the join included, has its task execution stored
+    workflow = Access(WorkflowExecutionDB).get(action_execution=str(done.pk))
+    records = {t.task_id: t for t in Access(TaskExecutionDB).query({"workflow_execution": str(workflow.pk)})}
+    assert sorted(records) == ["barrier", "intermediate", "parallel1", "parallel2", "parallel3"]
+    assert all(records[name].status == statuses.SUCCEEDED for name in names)

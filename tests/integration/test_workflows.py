@@ -231,9 +231,11 @@ def test_sweep_requests_children_a_crash_kept_from_being_requested(platform):
     step = stop_engine_after_task(platform, execution, "step2")
     purge_updates(platform)
     crashed = WorkflowService(platform.settings, platform.publisher)
-    task = crashed.task(step.context["orquesta"]["task_execution_id"])
+    orquesta = step.context["orquesta"]
+    task = crashed.task(orquesta["task_execution_id"], orquesta["workflow_execution_id"])
     event = crashed.event(step, task)
-    outcome = crashed.mutate(task.workflow_execution, lambda _w, conductor: conductor.update_task_state(event))
+    outcome = crashed.mutate(task.workflow_execution, lambda _w, conductor: conductor.update_task_state(event),
+                             before_write=crashed.recording([(task, step)]))
     assert [t.task_id for t in outcome.next_tasks] == ["step3"]
     assert [c.context["orquesta"]["task_name"] for c in platform.children(execution)] == ["step1", "step2"]
     # When a new engine starts
