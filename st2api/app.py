@@ -20,6 +20,8 @@ import mongoengine as me
 import pecan
 import pecan.core
 import webob
+import webob.cookies
+import webob.exc
 from pecan import expose
 from pecan.middleware.recursive import RecursiveMiddleware
 
@@ -43,6 +45,8 @@ PERMISSION_VERBS = {"GET": "view", "HEAD": "view", "POST": "create", "PUT": "mod
 CORS_METHODS = "GET,POST,PUT,DELETE,OPTIONS"
 CORS_HEADERS = "Content-Type,Authorization,X-Auth-Token,St2-Api-Key,X-Request-ID"
 CORS_EXPOSE = "Content-Type,X-Limit,X-Total-Count,X-Request-ID"
+# Tokens whose latest auth-token cookie is kept (the whole cache is dropped past it).
+COOKIE_CACHE_LIMIT = 10_000
 
 
 def singular(resource: str) -> str:
@@ -74,17 +78,26 @@ class RootController:
     def __init__(self, state: AppState, controllers=CONTROLLERS) -> None:
         self.state = state
         self.router = Router([cls(state) for cls in controllers])
+        # token -> ((max_age, second), Set-Cookie value) of its latest cookie.
+        self._cookies: dict[str, tuple[tuple[int, int], str]] = {}
 
     @expose()
     def dispatch(self):
-        request = pecan.request
-        request_id = request.environ.get("st2.request_id", "-")
+        # The request itself: every attribute read through the pecan.request proxy costs a context-local lookup.
+        request = pecan.core.state.request
+        environ = request.environ
+        request_id = environ.get("st2.request_id", "-")
         started = time.monotonic()
         try:
+            try:
+                # Decoded once here (webob caches the query): bytes that are not UTF-8 are the client's error.
+                request.path_info, request.GET
+            except UnicodeDecodeError:
+                raise webob.exc.HTTPBadRequest() from None
             response = self._handle(request)
         except Exception as exc:  # every failure becomes a faultstring; errors.py decides the status
-            response = error_response(exc, request_id, request.method, request.path_info)
-        LOG.debug("request %s %s %s -> %d (%.1f ms)", request_id, request.method, request.path_info,
+            response = error_response(exc, request_id, request.method, environ.get("PATH_INFO", ""))
+        LOG.debug("request %s %s %s -> %d (%.1f ms)", request_id, request.method, environ.get("PATH_INFO", ""),
                   response.status_int, (time.monotonic() - started) * 1000)
         return response
 
@@ -116,9 +129,26 @@ class RootController:
     def _set_cookie(self, response: webob.Response, request: webob.Request, identity) -> None:
         """StackStorm's auth-token cookie for browsers (st2web); the CLI ignores it."""
         token = request.headers.get("X-Auth-Token") or request.GET.get("x-auth-token")
-        api = self.state.settings.api
-        response.set_cookie("auth-token", token, max_age=max(0, int(identity.token_expire - time.time())),
-                            httponly=True, secure=api.auth_cookie_secure, samesite=api.auth_cookie_same_site)
+        now = time.time()
+        max_age = max(0, int(identity.token_expire - now))
+        # The header changes only with Max-Age and the second its Expires date is counted from;
+        # building it (webob's Morsel, a date format) costs more than the rest of a cheap request.
+        key = (max_age, int(now))
+        cached = self._cookies.get(token)
+        if cached is None or cached[0] != key:
+            api = self.state.settings.api
+            header = webob.cookies.make_cookie(
+                "auth-token", token.encode("utf-8"), max_age=max_age, httponly=True,
+                secure=api.auth_cookie_secure, samesite=api.auth_cookie_same_site)
+            if len(self._cookies) >= COOKIE_CACHE_LIMIT:
+                self._cookies.clear()
+            cached = self._cookies[token] = (key, header)
+        response.headerlist.append(("Set-Cookie", cached[1]))
+
+
+class Request(webob.Request):
+    """webob's request as it is: pecan's own wraps every attribute read (dozens a request) to turn a
+    UnicodeDecodeError into a 400, which RootController.dispatch checks for once instead."""
 
 
 class RoutedPecan(pecan.Pecan):
@@ -196,7 +226,8 @@ def setup_app(settings, publisher: Publisher | None = None, controllers=CONTROLL
     state = AppState(settings, publisher)
     root = RootController(state, controllers)
     # What pecan.make_app builds without debug or error documents, with pecan's routing skipped.
-    app = RecursiveMiddleware(RoutedPecan(root, force_canonical=False, guess_content_type_from_ext=False))
+    app = RecursiveMiddleware(RoutedPecan(root, force_canonical=False, guess_content_type_from_ext=False,
+                                          request_cls=Request))
     middleware = ApiMiddleware(app, settings)
     # The routing table, for whoever must see every route (the auth coverage test).
     middleware.router = root.router

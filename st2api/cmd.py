@@ -6,9 +6,8 @@ eventlet.monkey_patch()
 
 import logging  # noqa: E402
 
-from eventlet import wsgi  # noqa: E402
-
 from st2api.app import setup_app, setup_auth_app  # noqa: E402
+from st2api.server import serve  # noqa: E402
 from st2common.service import Service  # noqa: E402
 from st2common.services import users  # noqa: E402
 from st2common.services.keyvalues import Datastore, PeriodicPurge  # noqa: E402
@@ -28,7 +27,7 @@ def _serve(service: Service) -> None:
     for name, host, port, app in listeners:
         sock = eventlet.listen((host, port))
         LOG.info("%s listening on http://%s:%d", name, host, port)
-        servers.append((eventlet.spawn(wsgi.server, sock, app, log_output=False, max_size=1000), sock))
+        servers.append((eventlet.spawn(serve, sock, app), sock))
     # Expired datastore items vanish from reads at once; this green thread deletes them.
     purge = PeriodicPurge(Datastore(settings, service.publisher), settings.keyvalue.purge_interval).start()
     service.ready()

@@ -56,7 +56,7 @@ STATUS_TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (AuthError, 401),
     (AccessDeniedError, 403),
     (BodyTooLarge, 413),
-    # pecan's Request aborts with this when a query string or header is not valid UTF-8.
+    # RootController.dispatch raises this when the path or query string is not valid UTF-8.
     (webob.exc.HTTPBadRequest, 400),
     (DatabaseError, 503),
     (BusError, 503),

@@ -43,12 +43,19 @@ def parse_isotime(value: str, field: str) -> datetime.datetime:
     return parsed.astimezone(datetime.timezone.utc)
 
 
+# Types jsonable returns as they are (exactly these: subclasses take the isinstance checks).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
-    """value with ObjectIds as strings and datetimes as ISO strings, recursively."""
+    """value with ObjectIds as strings and datetimes as ISO strings, recursively (dicts and lists copied)."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {(k if type(k) is str else str(k)): (v if type(v) in _PLAIN else jsonable(v))
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [v if type(v) in _PLAIN else jsonable(v) for v in value]
     if isinstance(value, ObjectId):
         return str(value)
     if isinstance(value, datetime.datetime):
@@ -94,13 +101,29 @@ def validate(schema: dict, body: Any, what: str = "body") -> dict:
     """Validate body against a Draft 4 schema; ValidationError with jsonschema's message and the field path."""
     if not isinstance(body, dict):
         raise ValidationError(f"Input {what} needs to be an object, got: {json_type(body)}")
-    validator = jsonschema.Draft4Validator(schema)
+    validator = _validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(body))
     if error is not None:
         field = ".".join(str(p) for p in error.absolute_path) or None
         message = error.message if not field else f"{error.message} (at {field})"
         raise ValidationError(message, field=field)
     return body
+
+
+# id(schema) -> (schema, validator); holding the schema keeps its id from being reused.
+_VALIDATOR_LIMIT = 256
+_VALIDATORS: dict[int, tuple[dict, jsonschema.Draft4Validator]] = {}
+
+
+def _validator(schema: dict) -> jsonschema.Draft4Validator:
+    """schema's validator, built once per schema (the callers' schemas are constants)."""
+    key = id(schema)
+    cached = _VALIDATORS.get(key)
+    if cached is None or cached[0] is not schema:
+        if len(_VALIDATORS) >= _VALIDATOR_LIMIT:
+            _VALIDATORS.clear()
+        cached = _VALIDATORS[key] = (schema, jsonschema.Draft4Validator(schema))
+    return cached[1]
 
 
 def json_type(value: Any) -> str:
