@@ -20,6 +20,7 @@ import pytest  # noqa: E402
 
 from st2common.persistence import db as database  # noqa: E402
 from st2common.persistence.embedded import EmbeddedMongo  # noqa: E402
+from st2common.transport import memfolder  # noqa: E402
 from st2common.transport.topology import Topology  # noqa: E402
 from testsupport import (  # noqa: E402
     AMQP_PREFIXES, RABBITMQ_URL, REQUIRE_RABBITMQ, free_port, make_settings, rabbitmq_available,
@@ -61,6 +62,13 @@ def bus_settings(request, tmp_path, embedded_mongo):
             pytest.skip("RabbitMQ does not answer at 127.0.0.1:5672")
         return make_settings(tmp_path, embedded_mongo, RABBITMQ_URL)
     return make_settings(tmp_path, embedded_mongo)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _bus_memory_cleanup(tmp_path_factory):
+    """At the end of the run, free the shared memory of every filesystem bus the tests made."""
+    yield
+    memfolder.clear_under(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -83,6 +83,24 @@ def data_folder(bus_folder: Path, in_memory: bool, shm: str | None = None) -> Pa
     return data
 
 
+def clear_under(root: Path, shm: str | None = None) -> int:
+    """Remove the memory folders of every bus folder under root (a finished test run's tree); how many."""
+    base = shm or shm_root(min_free=0)
+    if base is None:
+        return 0
+    prefix = str(Path(root).resolve()) + os.sep
+    removed = 0
+    for folder in Path(base).glob(f"{PREFIX}{os.getuid()}-*"):
+        try:
+            owner = (folder / OWNER_FILE).read_text().strip()
+        except OSError:
+            continue
+        if owner.startswith(prefix):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def _to_memory(bus_folder: Path, data: Path, target: Path) -> None:
     fresh = not target.is_dir()
     target.mkdir(mode=0o700, exist_ok=True)

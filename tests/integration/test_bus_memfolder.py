@@ -97,3 +97,13 @@ def test_the_bus_carries_messages_through_the_linked_folder(tmp_path):
         message = queue(channel).get(no_ack=True)
         assert message is not None and message.payload == {"n": 1}
     memfolder.data_folder(tmp_path / "bus", False)  # back on disk: nothing left in /dev/shm
+
+
+def test_a_finished_runs_folders_are_cleared_and_others_kept(tmp_path):
+    shm = _shm(tmp_path)
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    memfolder.data_folder(run / "a" / "bus", True, shm)
+    memfolder.data_folder(run / "b" / "bus", True, shm)
+    memfolder.data_folder(elsewhere / "bus", True, shm)
+    assert memfolder.clear_under(run, shm) == 2
+    assert [path.name for path in Path(shm).iterdir()] == [memfolder.memory_folder(elsewhere / "bus", shm).name]
