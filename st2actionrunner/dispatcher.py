@@ -381,9 +381,14 @@ class Dispatcher:
         if current == statuses.CANCELING:
             status = statuses.CANCELED
         if status == current:
-            # An asynchronous runner (a workflow) keeps it running: store the result alone.
-            return self.access.update_if(execution.pk, {"status": current},
-                                         {"result": value, "result_size": size}) is not None
+            # An asynchronous runner (a workflow) keeps it running: store the result alone. Its update
+            # goes where a workflow's go: an action chain starts from it (its chain record exists now).
+            updated = self.access.update_if(execution.pk, {"status": current},
+                                            {"result": value, "result_size": size}, publish=False)
+            if updated is None:
+                return False
+            executions.publish_update(self.access, updated, current)
+            return True
         if not statuses.is_transition_valid("execution", current, status):
             value = {"error": f"runner returned status {status!r}, which cannot follow {current!r}",
                      "result": value}

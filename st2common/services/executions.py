@@ -123,15 +123,23 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     if updated is None:
         raise StaleRecordError(f"execution {execution.pk} is no longer {old_status!r}")
     LOG.debug("execution %s: %s -> %s", execution.pk, old_status, new_status)
-    # Whether it has a parent and its runner let consumers that follow only workflows pass it over unread;
-    # the routing key keeps the others' updates from reaching the workflow engine at all.
-    runner = (updated.runner or {}).get("name")
-    access.publish(WORKFLOW_UPDATE if updated.parent or runner in WORKFLOW_RUNNERS else UPDATE, updated,
-                   status=new_status, parent=bool(updated.parent), runner=runner,
-                   **_completion(updated, new_status, fields))
+    publish_update(access, updated, new_status, **_completion(updated, new_status, fields))
     if publish_work and access.publisher is not None:
         access.publisher.publish(WORK_EXCHANGE, new_status, {"id": str(updated.pk)})
     return updated
+
+
+def publish_update(access: Access[ExecutionDB], execution: ExecutionDB, status: str, **extra: Any) -> None:
+    """The update event of a written execution: {id, status, parent, runner, ...extra}.
+
+    Whether it has a parent and its runner let consumers that follow only
+    workflows pass it over unread; the routing key (``update.workflow`` for a
+    workflow or a workflow's child) keeps the others' updates from reaching the
+    workflow engine at all.
+    """
+    runner = (execution.runner or {}).get("name")
+    access.publish(WORKFLOW_UPDATE if execution.parent or runner in WORKFLOW_RUNNERS else UPDATE, execution,
+                   status=status, parent=bool(execution.parent), runner=runner, **extra)
 
 
 def _completion(execution: ExecutionDB, new_status: str, fields: dict[str, Any]) -> dict[str, Any]:

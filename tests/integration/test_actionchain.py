@@ -61,6 +61,18 @@ def wait_for_node(platform: Platform, execution: ExecutionDB, name: str, status:
     raise AssertionError(f"node {name} of {execution.pk} never got {status}")
 
 
+def test_a_chain_starts_and_runs_from_events_not_from_the_engines_sweep(chains):
+    # Given a workflow engine whose periodic sweep would not come for an hour
+    for engine in chains.engines:
+        engine.stop()
+    chains.engines.clear()
+    chains.start_engine(sweep_interval=3600)
+    # When a chain runs, it starts from its own execution's update and moves on from its children's
+    execution = chains.run("chain_pack.straight", {"who": "ann"})
+    assert execution.status == statuses.SUCCEEDED, execution.result
+    assert nodes(chains, execution) == ["greet", "shout", "finish"]
+
+
 def test_straight_chain_publishes_through_its_nodes(chains):
     # When a three-node chain runs
     execution = chains.run("chain_pack.straight", {"who": "ann"})
