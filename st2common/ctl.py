@@ -28,6 +28,7 @@ from st2common.exceptions import (BusError, ConfigError, DatabaseError, ServiceE
 from st2common.log import log_path
 from st2common.persistence import db as database
 from st2common.service import FAILED, WAITING
+from st2common.transport import memfolder
 from st2common.transport.connection import check_connection, make_connection, masked_url
 from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
@@ -127,6 +128,8 @@ def start(settings, console: Console, requested: list[str], timeout: float = STA
     if not ensure_datastore_key(settings, console) or not ensure_admin_user(settings, console):
         return 1
     register_fresh_install(settings, console)
+    if settings.messaging.url.startswith("filesystem:") and settings.messaging.filesystem_memory:
+        memfolder.clear_orphans()
     processes: dict = {}
     for name in services:
         pid = supervisor.running_pid(settings, name)

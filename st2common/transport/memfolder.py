@@ -22,8 +22,9 @@ workflows), so a reboot loses no work; RabbitMQ is the production bus.
 A tmpfs with less than MIN_FREE bytes free (Docker's default /dev/shm is
 64 MB), or none at all (not Linux), leaves the folder on disk. Switching
 the option either way moves waiting messages along with the folder.
-Folders whose bus folder is gone (a deleted test platform) are removed by
-the next process that links one, once STALE_AFTER seconds old.
+Folders whose bus folder is gone (a deleted platform) are removed by the
+next ``st2ctl start`` once STALE_AFTER seconds old, and a test run removes
+its own at the end.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ def data_folder(bus_folder: Path, in_memory: bool, shm: str | None = None) -> Pa
             return data
         target = memory_folder(bus_folder, root)
         _to_memory(bus_folder, data, target)
-    _clear_orphans(Path(root), keep=target)
     return data
 
 
@@ -165,10 +165,18 @@ def _move_contents(source: Path, target: Path) -> None:
             continue  # a consumer took it meanwhile
 
 
-def _clear_orphans(root: Path, keep: Path) -> None:
-    """Remove memory folders of this user whose bus folder no longer links them."""
+def clear_orphans(shm: str | None = None) -> None:
+    """Remove memory folders of this user whose bus folder no longer links them (st2ctl start calls it).
+
+    Not on every connection's path: a folder full of messages takes a while
+    to delete, and a service's first publish would wait for it.
+    """
+    base = shm or shm_root(min_free=0)
+    if base is None:
+        return
+    root = Path(base)
     try:
-        candidates = [path for path in root.glob(f"{PREFIX}{os.getuid()}-*") if path != keep]
+        candidates = list(root.glob(f"{PREFIX}{os.getuid()}-*"))
     except OSError:
         return
     now = time.time()

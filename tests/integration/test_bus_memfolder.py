@@ -71,7 +71,7 @@ def test_folders_of_deleted_bus_folders_are_cleared_once_stale(tmp_path):
         os.utime(memfolder.memory_folder(bus, shm), (old, old))
     for bus in (gone, fresh_gone):
         (bus / "data").unlink()
-    memfolder.data_folder(tmp_path / "another", True, shm)
+    memfolder.clear_orphans(shm)
     assert not memfolder.memory_folder(gone, shm).exists()
     assert memfolder.memory_folder(fresh_gone, shm).exists()  # too recent: may be in the making
     assert memfolder.memory_folder(alive, shm).exists()  # still linked
