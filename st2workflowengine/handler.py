@@ -46,7 +46,6 @@ from st2common.exceptions import NotFoundError, StackStormBaseException
 from st2common.models.db.base import utcnow
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.workflow import WorkflowExecutionDB
-from st2common.persistence.access import to_object_id
 from st2common.runners import registry
 from st2common.services import workflows
 from st2common.services.workflows import WorkflowService, pending_tasks, plain, still_requested
