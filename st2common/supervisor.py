@@ -35,7 +35,8 @@ SERVICES = ("st2api", "st2sensorcontainer", "st2rulesengine", "st2actionrunner",
 DB_SERVER = "nx-27017"
 
 # What identifies our process in /proc/<pid>/cmdline, so a recycled pid is never signalled.
-_CMDLINE_MARK = {DB_SERVER: "nx_27017"}
+# The database's second mark is how earlier releases started it (nx-27017's own server).
+_CMDLINE_MARKS = {DB_SERVER: ("st2common.persistence.dbserver", "nx_27017")}
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def is_ours(pid: int, name: str) -> bool:
     if not pid_alive(pid):
         return False
     cmdline = _cmdline(pid)
-    return cmdline is None or _CMDLINE_MARK.get(name, name) in cmdline
+    return cmdline is None or any(mark in cmdline for mark in _CMDLINE_MARKS.get(name, (name,)))
 
 
 def running_pid(settings, name: str) -> int | None:

@@ -1,5 +1,8 @@
 """The embedded database: the nx-27017 MongoDB wire server on a local SQLite file.
 
+The process runs nx-27017's command handler in st2common.persistence.dbserver's
+one-thread loop rather than nx-27017's own servers (see there why).
+
 Used by st2ctl for the zero-setup default and by the test fixtures. Every
 instance gets its own pid and log file, because nx-27017's defaults are fixed
 paths under /tmp and a second instance would refuse to start.
@@ -43,7 +46,7 @@ class EmbeddedMongo:
     def command(self) -> list[str]:
         """The command line that starts the server in the foreground."""
         return [
-            sys.executable, "-c", "from nx_27017.nx_27017 import main; main()",
+            sys.executable, "-m", "st2common.persistence.dbserver",
             "--db", str(self.db_path), "--host", self.host, "--port", str(self.port),
             "--pid-file", str(self.pid_file), "--log-file", str(self.log_file),
         ]

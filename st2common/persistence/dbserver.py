@@ -1,0 +1,196 @@
+"""The embedded database's server loop: nx-27017's command handler on one thread.
+
+nx-27017's own servers cost most of their CPU outside the database on a small
+machine: the asyncio one hands every command to a worker thread and back (a
+self-pipe write and an epoll wake-up each time), the threaded one logs every
+reply at INFO and makes its client threads fight for the GIL and the handler's
+lock. Its handler serialises every command on one lock anyway, so one thread
+that reads whole messages from every client and answers them in turn loses no
+concurrency. The SQLite file is opened in exclusive locking mode, as nothing
+else may write it while the server runs: each transaction then skips the file
+locks (bench/db.py: about 660 -> 240 us of server CPU a command).
+
+Run as ``python -m st2common.persistence.dbserver --db FILE --port N ...``
+(EmbeddedMongo.command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import uuid
+from pathlib import Path
+
+from nx_27017.handler import NeoSQLiteHandler
+from nx_27017.wire_protocol import (
+    MAX_MESSAGE_SIZE_BYTES,
+    MESSAGE_HEADER_SIZE,
+    OP_MSG,
+    OP_QUERY,
+    ResponseBuilder,
+    WireProtocol,
+    _get_next_request_id,
+)
+
+LOG = logging.getLogger("st2.dbserver")
+
+RECV_SIZE = 1 << 20
+# A client that stops reading its reply stalls every other one; past this it is dropped.
+SEND_TIMEOUT = 30.0
+
+
+class Client:
+    """One connection: its socket, the bytes of its next message so far, its id for cursors."""
+
+    __slots__ = ("sock", "buffer", "conn_id")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.conn_id = str(uuid.uuid4())
+
+
+class WireServer:
+    """Answers MongoDB wire messages from every client, one at a time, on one thread."""
+
+    def __init__(self, handler: NeoSQLiteHandler, host: str, port: int) -> None:
+        self.handler = handler
+        self.selector = selectors.DefaultSelector()
+        self.listener = socket.create_server((host, port), backlog=512, reuse_port=False)
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+
+    def serve_forever(self) -> None:
+        """Accept and answer until the process is stopped."""
+        while True:
+            for key, _ in self.selector.select():
+                if key.data is None:
+                    self._accept()
+                else:
+                    self._read(key.data)
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(SEND_TIMEOUT)
+        client = Client(sock)
+        self.selector.register(sock, selectors.EVENT_READ, client)
+        self.handler.increment_connections()
+
+    def _read(self, client: Client) -> None:
+        try:
+            data = client.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(client)
+            return
+        buffer = client.buffer
+        buffer += data
+        while len(buffer) >= MESSAGE_HEADER_SIZE:
+            length = struct.unpack_from("<i", buffer, 0)[0]
+            if length < MESSAGE_HEADER_SIZE or length > MAX_MESSAGE_SIZE_BYTES:
+                LOG.warning("dropping a client that sent a message of length %d", length)
+                self._close(client)
+                return
+            if len(buffer) < length:
+                return
+            message = bytes(buffer[:length])
+            del buffer[:length]
+            try:
+                client.sock.sendall(self._answer(message, client.conn_id))
+            except OSError as exc:
+                LOG.warning("dropping a client that did not take its reply: %s", exc)
+                self._close(client)
+                return
+
+    def _answer(self, message: bytes, conn_id: str) -> bytes:
+        """The reply to one whole message, as nx-27017's own servers build it."""
+        request_id, opcode = struct.unpack_from("<i", message, 4)[0], struct.unpack_from("<i", message, 12)[0]
+        if opcode == WireProtocol.OP_MSG:
+            try:
+                msg = OP_MSG.parse(message)
+                msg["_conn_id"] = conn_id
+                sections = msg["sections"]
+                inserts = any(kind == "payload_docs" or (kind == "body" and isinstance(body, dict) and "insert" in body)
+                              for kind, body in sections)
+                _, document = (self.handler.handle_insert if inserts else self.handler.handle_command)(msg)
+            except Exception as exc:  # noqa: BLE001 - the client gets the error, the server goes on
+                LOG.exception("command failed")
+                document = {"ok": 0, "errmsg": str(exc)}
+            return ResponseBuilder.build_op_msg_reply(
+                request_id=_get_next_request_id(), response_to=request_id, document=document)
+        if opcode == WireProtocol.OP_QUERY:
+            try:
+                msg = OP_QUERY.parse(message)
+                msg["_conn_id"] = conn_id
+                _, documents = self.handler.handle_query(msg)
+            except Exception as exc:  # noqa: BLE001
+                LOG.exception("legacy query failed")
+                documents = [{"ok": 0, "errmsg": str(exc)}]
+            return ResponseBuilder.build_reply(_get_next_request_id(), request_id, documents)
+        return ResponseBuilder.build_op_msg_reply(
+            request_id=0, response_to=request_id, document={"ok": 0, "errmsg": f"Unsupported opcode: {opcode}"})
+
+    def _close(self, client: Client) -> None:
+        try:
+            self.selector.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        client.sock.close()
+        self.handler.decrement_connections()
+        self.handler.close_streams_for_connection(client.conn_id)
+
+
+def open_handler(db_path: str) -> NeoSQLiteHandler:
+    """nx-27017's handler on one SQLite file, locked for this process alone."""
+    handler = NeoSQLiteHandler(db_path, journal_mode="WAL")
+    handler.conn.db.execute("PRAGMA locking_mode=EXCLUSIVE")
+    return handler
+
+
+def _exit(signum, frame) -> None:
+    sys.exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one SQLite file on host:port until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="st2-dbserver", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", dest="db_path", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=27017)
+    parser.add_argument("--pid-file", type=Path, required=True)
+    parser.add_argument("--log-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(filename=args.log_file, level=logging.INFO,
+                        format="%(asctime)s - %(name)s - %(levelname)s - [%(process)d] - %(message)s")
+    # nx-27017 logs routine events at INFO; only its warnings are worth a line.
+    logging.getLogger("nx_27017").setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+
+    handler = open_handler(args.db_path)
+    server = WireServer(handler, args.host, args.port)
+    args.pid_file.write_text(f"{os.getpid()}\n")
+    LOG.info("serving %s on %s:%d", args.db_path, args.host, args.port)
+    try:
+        server.serve_forever()
+    finally:
+        args.pid_file.unlink(missing_ok=True)
+        handler.conn.db.close()
+
+
+if __name__ == "__main__":
+    main()

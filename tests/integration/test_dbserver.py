@@ -1,0 +1,158 @@
+"""The embedded database's one-thread server loop, driven over real sockets.
+
+Every other test already talks to it through pymongo; these cover what a
+well-behaved client never does: messages cut into pieces, clients vanishing
+mid-message or sending garbage, replies bigger than a socket buffer, many
+clients at once, and a restart keeping what was written.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import struct
+import threading
+
+import bson
+import pymongo
+import pytest
+
+from st2common.persistence.embedded import EmbeddedMongo
+from testsupport import free_port
+
+OP_MSG = 2013
+
+
+def op_msg(request_id: int, command: dict) -> bytes:
+    body = struct.pack("<I", 0) + b"\x00" + bson.encode(command)
+    return struct.pack("<iiii", 16 + len(body), request_id, 0, OP_MSG) + body
+
+
+def read_reply(sock: socket.socket) -> tuple[int, dict]:
+    header = recv_exactly(sock, 16)
+    length, _, response_to, _ = struct.unpack("<iiii", header)
+    body = recv_exactly(sock, length - 16)
+    return response_to, bson.decode(body[5:])
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return data
+
+
+@pytest.fixture
+def server(tmp_path):
+    instance = EmbeddedMongo(tmp_path / "db.sqlite", free_port(), tmp_path)
+    instance.start(die_with_parent=True)
+    yield instance
+    instance.stop()
+
+
+def connect(server) -> socket.socket:
+    return socket.create_connection((server.host, server.port), timeout=10)
+
+
+def test_a_message_sent_in_pieces_is_answered_once_whole(server):
+    message = op_msg(7, {"ping": 1, "$db": "admin"})
+    with connect(server) as sock:
+        for piece in (message[:3], message[3:16], message[16:20], message[20:]):
+            sock.sendall(piece)
+        assert read_reply(sock) == (7, {"ok": 1.0})
+
+
+def test_two_messages_in_one_write_get_two_replies_in_order(server):
+    with connect(server) as sock:
+        sock.sendall(op_msg(1, {"ping": 1, "$db": "admin"}) + op_msg(2, {"ping": 1, "$db": "admin"}))
+        assert read_reply(sock)[0] == 1
+        assert read_reply(sock)[0] == 2
+
+
+def test_clients_that_vanish_or_send_garbage_do_not_disturb_the_others(server):
+    client = pymongo.MongoClient(server.url)
+    try:
+        client.st2.things.insert_one({"_id": "before"})
+        half = connect(server)
+        half.sendall(op_msg(1, {"ping": 1, "$db": "admin"})[:10])
+        half.close()
+        garbage = connect(server)
+        garbage.sendall(struct.pack("<iiii", 3, 1, 0, OP_MSG))
+        # A message whose length cannot be right: the server drops that client.
+        assert garbage.recv(16) == b""
+        garbage.close()
+        client.st2.things.insert_one({"_id": "after"})
+        assert sorted(doc["_id"] for doc in client.st2.things.find()) == ["after", "before"]
+    finally:
+        client.close()
+
+
+def test_a_reply_larger_than_the_socket_buffers_arrives_whole(server):
+    client = pymongo.MongoClient(server.url)
+    try:
+        blob = "x" * 200_000
+        client.st2.big.insert_many([{"_id": i, "blob": blob} for i in range(40)])
+        docs = list(client.st2.big.find())
+        assert len(docs) == 40 and all(doc["blob"] == blob for doc in docs)
+    finally:
+        client.close()
+
+
+def test_many_clients_writing_at_once_each_see_their_own_writes(server):
+    errors = []
+
+    def work(worker: int) -> None:
+        client = pymongo.MongoClient(server.url, maxPoolSize=4)
+        try:
+            things = client.st2.things
+            for n in range(30):
+                things.insert_one({"_id": f"{worker}-{n}", "n": 0})
+                things.find_one_and_update({"_id": f"{worker}-{n}", "n": 0}, {"$set": {"n": 1}})
+                if things.find_one({"_id": f"{worker}-{n}"})["n"] != 1:
+                    errors.append(f"{worker}-{n}")
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(repr(exc))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    client = pymongo.MongoClient(server.url)
+    try:
+        assert client.st2.things.count_documents({"n": 1}) == 240
+    finally:
+        client.close()
+
+
+def test_the_file_is_the_servers_alone_and_keeps_its_data_across_a_restart(server):
+    client = pymongo.MongoClient(server.url)
+    client.st2.things.insert_one({"_id": "kept", "value": 42})
+    client.close()
+    other = sqlite3.connect(server.db_path, timeout=0.2)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("CREATE TABLE intruder (x)")
+    other.close()
+
+    server.stop()
+    assert not server.pid_file.exists()
+    server.start(die_with_parent=True)
+    client = pymongo.MongoClient(server.url)
+    try:
+        assert client.st2.things.find_one({"_id": "kept"}) == {"_id": "kept", "value": 42}
+    finally:
+        client.close()
+
+
+def test_the_pid_file_names_the_serving_process(server):
+    pid = int(server.pid_file.read_text())
+    assert pid == server.process.pid
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        assert b"st2common.persistence.dbserver" in handle.read()
+    assert os.path.exists(server.db_path)
