@@ -123,23 +123,41 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     if updated is None:
         raise StaleRecordError(f"execution {execution.pk} is no longer {old_status!r}")
     LOG.debug("execution %s: %s -> %s", execution.pk, old_status, new_status)
-    publish_update(access, updated, new_status, **_completion(updated, new_status, fields))
+    publish_update(access, updated, new_status, old_status=old_status, **_completion(updated, new_status, fields))
     if publish_work and access.publisher is not None:
         access.publisher.publish(WORK_EXCHANGE, new_status, {"id": str(updated.pk)})
     return updated
 
 
-def publish_update(access: Access[ExecutionDB], execution: ExecutionDB, status: str, **extra: Any) -> None:
+def publish_update(access: Access[ExecutionDB], execution: ExecutionDB, status: str,
+                   old_status: str | None = None, **extra: Any) -> None:
     """The update event of a written execution: {id, status, parent, runner, ...extra}.
 
     Whether it has a parent and its runner let consumers that follow only
-    workflows pass it over unread; the routing key (``update.workflow`` for a
-    workflow or a workflow's child) keeps the others' updates from reaching the
-    workflow engine at all.
+    workflows pass it over unread; the routing key (``update.workflow``, see
+    update_routing) keeps the updates no engine acts on from reaching it at all.
     """
     runner = (execution.runner or {}).get("name")
-    access.publish(WORKFLOW_UPDATE if execution.parent or runner in WORKFLOW_RUNNERS else UPDATE, execution,
+    access.publish(update_routing(execution.parent, runner, status, old_status), execution,
                    status=status, parent=bool(execution.parent), runner=runner, **extra)
+
+
+def update_routing(parent: Any, runner: str | None, status: str, old_status: str | None = None) -> str:
+    """``update.workflow`` for the updates a workflow engine acts on, ``update`` for the others.
+
+    Those are every update of a workflow's own execution, and those of a
+    workflow's plain child but while it waits to start or starts: the engine
+    moves a task on when its child completes, pauses or waits, or runs again
+    after either; a child's first ``running`` tells it nothing.
+    """
+    if runner in WORKFLOW_RUNNERS:
+        return WORKFLOW_UPDATE
+    if not parent or status in _NOT_STARTED or (status == statuses.RUNNING and old_status in _NOT_STARTED):
+        return UPDATE
+    return WORKFLOW_UPDATE
+
+
+_NOT_STARTED = frozenset({statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED})
 
 
 def _completion(execution: ExecutionDB, new_status: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +312,8 @@ def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | 
     return execution
 
 
-def request_many(publisher: Publisher, prepared: list[ExecutionDB]) -> list[ExecutionDB | Exception]:
+def request_many(publisher: Publisher, prepared: list[ExecutionDB],
+                 parents_held: bool = False) -> list[ExecutionDB | Exception]:
     """Store executions prepare() built in one insert, then tell the scheduler of each, in order.
 
     Per execution: the stored execution, or the error that kept it from being
@@ -303,6 +322,11 @@ def request_many(publisher: Publisher, prepared: list[ExecutionDB]) -> list[Exec
     sent again by the execution sweep (st2common.services.sweep), which
     re-publishes ``requested`` records, so a stored execution counts as
     requested.
+
+    parents_held: the caller vouches that the parents exist (a workflow
+    engine requesting its workflow's children), so each child joins its
+    parent's children after its messages, off the way to running it; a
+    parent gone by then is logged, and the child runs.
     """
     executions = access(publisher)
     outcomes: list[ExecutionDB | Exception] = list(prepared)
@@ -312,12 +336,8 @@ def request_many(publisher: Publisher, prepared: list[ExecutionDB]) -> list[Exec
         # Only the type: a bulk error's text may quote a document, parameters and all.
         LOG.warning("%d execution requests stored one by one after %s", len(prepared), type(exc).__name__)
         outcomes = _store_each(executions, prepared)
-    for position, execution in enumerate(prepared):
-        if outcomes[position] is execution and execution.parent:
-            try:
-                _link_to_parent(executions, execution)
-            except Exception as exc:  # its own requester raises or records it; the others go on
-                outcomes[position] = exc
+    if not parents_held:
+        _link_all(executions, prepared, outcomes)
     bus_down = False
     for execution, outcome in zip(prepared, outcomes):
         if outcome is not execution or bus_down:
@@ -329,7 +349,28 @@ def request_many(publisher: Publisher, prepared: list[ExecutionDB]) -> list[Exec
             LOG.warning("execution %s stored, its messages not sent (the sweep re-publishes it): %s",
                         execution.pk, exc)
             bus_down = True
+    if parents_held:
+        for execution, outcome in zip(prepared, outcomes):
+            if outcome is not execution or not execution.parent:
+                continue
+            try:
+                if not executions.push(execution.parent, "children", [str(execution.pk)]):
+                    LOG.warning("execution %s requested, its parent %s is gone", execution.pk, execution.parent)
+            except DatabaseError as exc:
+                LOG.warning("execution %s requested, not listed among its parent's children: %s",
+                            execution.pk, exc)
     return outcomes
+
+
+def _link_all(executions: Access[ExecutionDB], prepared: list[ExecutionDB],
+              outcomes: list[ExecutionDB | Exception]) -> None:
+    """_link_to_parent of each stored child in prepared; a failure replaces its outcome."""
+    for position, execution in enumerate(prepared):
+        if outcomes[position] is execution and execution.parent:
+            try:
+                _link_to_parent(executions, execution)
+            except Exception as exc:  # its own requester raises or records it; the others go on
+                outcomes[position] = exc
 
 
 def _store_each(executions: Access[ExecutionDB], prepared: list[ExecutionDB]) -> list[ExecutionDB | Exception]:

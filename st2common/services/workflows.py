@@ -433,7 +433,7 @@ class WorkflowService(WorkflowRecords):
         failed = {(task.seq, task.attempt) for task, _ in failures}
         error = None
         # One insert for all of them (branches of a split, items): each then joins its parent and is announced.
-        outcomes = executions.request_many(self.publisher, [child for *_, child in prepared])
+        outcomes = executions.request_many(self.publisher, [child for *_, child in prepared], parents_held=True)
         for (task, record, action, child), outcome in zip(prepared, outcomes):
             if isinstance(outcome, (NotFoundError, ValidationError)):
                 if (task.seq, task.attempt) not in failed:

@@ -7,8 +7,8 @@ platforms on one broker) never share queues. All exchanges are topic exchanges.
 | exchange                         | routing key            | carries                                   |
 | -------------------------------- | ---------------------- | ----------------------------------------- |
 | <p>.<resource>                   | create/update/delete   | {"id"} of a record written (persistence)  |
-| <p>.execution                    | update.workflow        | a status change of a workflow's execution |
-|                                  |                        | or of a workflow's child (below)          |
+| <p>.execution                    | update.workflow        | a status change a workflow engine acts on |
+|                                  |                        | (below)                                   |
 | <p>.liveaction.status            | the new status         | {"id"} of an execution that needs work    |
 | <p>.execution.output             | stdout/stderr          | {"id", "execution_id"} of an output chunk |
 | <p>.trigger_instances_dispatch   | trigger type ref       | {"id"} of a stored trigger instance       |
@@ -16,10 +16,12 @@ platforms on one broker) never share queues. All exchanges are topic exchanges.
 | <p>.announcement                 | the route              | the announcement message itself           |
 | <p>.workflow.status              | the new status         | {"id"} of a workflow execution            |
 
-A status change of an execution that is neither a workflow nor a workflow's
-child goes out as ``update``, the others as ``update.workflow``: the notifier
-binds both, the workflow engine only the second, so the engine no longer
-receives, reads and drops two updates of every plain execution.
+A status change of a workflow's own execution, or of a workflow's child
+once it has started (it completes, waits, runs again), goes out as
+``update.workflow``; the others (plain executions, a child waiting to start or
+starting) as ``update`` (st2common.services.executions.update_routing). The
+notifier binds both, the workflow engine only the second, so the engine never
+receives, reads and drops the updates it has nothing to do with.
 
 Work queues are durable and shared by every copy of the consuming service
 (competing consumers); they are declared up front (Publisher.declare_work_queues)

@@ -79,3 +79,32 @@ def test_an_error_of_the_write_reaches_every_request_of_its_batch_and_the_next_b
     # The writing was handed on: the next request is stored
     second = batcher.store(executions.prepare("core.noop", {}))
     assert ExecutionDB.objects(id=second.pk).first() is not None
+
+
+def test_children_of_a_held_parent_are_announced_then_listed(api, api_settings, publisher):
+    # Given a parent execution and two children prepared for it (a workflow engine's request)
+    parent = executions.request(publisher, "core.noop", {})
+    children = [executions.prepare("core.noop", {}, parent=str(parent.pk)) for _ in range(2)]
+    # When they are requested with the parent vouched for
+    outcomes = executions.request_many(publisher, children, parents_held=True)
+    # Then both are stored, announced to the scheduler, and listed among the parent's children
+    assert outcomes == children
+    announced = {body["id"] for body in drain(api_settings, "actionrunner.req", expect=3)}
+    assert {str(child.pk) for child in children} <= announced
+    assert ExecutionDB.objects(id=parent.pk).first().children == [str(child.pk) for child in children]
+
+
+def test_a_child_whose_held_parent_is_gone_still_runs_and_a_plain_request_is_refused(api, api_settings,
+                                                                                        publisher, caplog):
+    gone = "5f0000000000000000000000"
+    # A child vouched for: stored and announced, the missing parent only logged
+    vouched = executions.prepare("core.noop", {}, parent=gone, parent_user="st2admin")
+    assert executions.request_many(publisher, [vouched], parents_held=True) == [vouched]
+    assert ExecutionDB.objects(id=vouched.pk).first() is not None
+    assert str(vouched.pk) in {body["id"] for body in drain(api_settings, "actionrunner.req")}
+    assert f"its parent {gone} is gone" in caplog.text
+    # A child not vouched for: refused and not kept
+    plain = executions.prepare("core.noop", {}, parent=gone, parent_user="st2admin")
+    [outcome] = executions.request_many(publisher, [plain])
+    assert "cannot be found" in str(outcome)
+    assert ExecutionDB.objects(id=plain.pk).first() is None

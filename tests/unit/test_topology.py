@@ -10,6 +10,7 @@ from kombu.transport.virtual.exchange import TopicExchange
 
 from st2common import statuses
 from st2common.exceptions import BusError
+from st2common.services.executions import update_routing
 from st2common.transport.topology import EXCHANGES, RESOURCE_EXCHANGES, WORK_QUEUES, Topology
 
 ACTIONRUNNER_ROUTES = {
@@ -134,3 +135,30 @@ def test_entities_are_built_once_and_topology_is_a_value():
     assert topology.exchange("execution") is topology.exchange("execution")
     assert topology.work_queue("workflow.work") is topology.work_queue("workflow.work")
     assert Topology("p") == topology and hash(Topology("p")) == hash(topology)
+
+
+@pytest.mark.parametrize("parent, runner, status, old_status, key", [
+    # A plain execution's updates never concern a workflow engine.
+    (None, "local-shell-cmd", statuses.SUCCEEDED, statuses.RUNNING, "update"),
+    (None, "noop", statuses.RUNNING, statuses.SCHEDULED, "update"),
+    # A workflow's own execution: every update (its start, its controls, its end).
+    (None, "orquesta", statuses.RUNNING, statuses.REQUESTED, "update.workflow"),
+    ("p1", "action-chain", statuses.SCHEDULED, statuses.REQUESTED, "update.workflow"),
+    (None, "orquesta", statuses.PAUSING, statuses.RUNNING, "update.workflow"),
+    # A workflow's plain child: not while it waits to start or starts ...
+    ("p1", "noop", statuses.SCHEDULED, statuses.REQUESTED, "update"),
+    ("p1", "noop", statuses.DELAYED, statuses.REQUESTED, "update"),
+    ("p1", "noop", statuses.RUNNING, statuses.SCHEDULED, "update"),
+    ("p1", "noop", statuses.RUNNING, statuses.REQUESTED, "update"),
+    # ... but when it completes, waits, or runs again after waiting.
+    ("p1", "noop", statuses.SUCCEEDED, statuses.RUNNING, "update.workflow"),
+    ("p1", "local-shell-cmd", statuses.CANCELED, statuses.CANCELING, "update.workflow"),
+    ("p1", "inquirer", statuses.PENDING, statuses.RUNNING, "update.workflow"),
+    ("p1", "inquirer", statuses.RUNNING, statuses.PENDING, "update.workflow"),
+    ("p1", "noop", statuses.RUNNING, statuses.PAUSED, "update.workflow"),
+    # A status change whose old status is not known goes to the engine, to be safe.
+    ("p1", "noop", statuses.RUNNING, None, "update.workflow"),
+])
+def test_execution_updates_reach_the_workflow_engine_only_when_it_acts_on_them(parent, runner, status, old_status,
+                                                                               key):
+    assert update_routing(parent, runner, status, old_status) == key
