@@ -12,13 +12,17 @@ of its record, one conditional write per change, and what a process keeps in mem
 
 A task execution is planned (its id chosen) with the write that asks for its
 first child, named in that write's ``pending`` entries, and stored once, when
-its status first becomes one it keeps (completed, or pending or paused), just
-before the write that applies that status: it is history, so nothing waits
-for it while the task runs, and the write that drops its pending entries never
-comes before it. An engine that meets a child whose task execution it does not
-hold (another engine copy planned it, or this one restarted) rebuilds it from
-the pending entry naming its id (``recover_task``), so nothing is requested
-twice or lost.
+its status first becomes one it keeps (completed, or pending or paused): it is
+history, so nothing waits for it while the task runs. A child's completion
+stores it just after the write that applies it, once the next children are
+requested (``flush_records``): the way from one task to the next waits for
+one write fewer. That write keeps the task's pending entry, which a later write
+drops once the record is stored; a workflow's last write waits for its
+records. An engine that meets a child whose task execution it does not hold
+(another engine copy planned it, or this one restarted) rebuilds it from the
+pending entry naming its id (``recover_task``), and the sweep stores the record
+of a task that completed while its engine stopped before storing it
+(``record_missing``), so nothing is requested twice or lost.
 
 Changes of one workflow in one process take turns (a lock per workflow), so
 children completing together (with-items, branches) queue up rather than
@@ -218,6 +222,8 @@ class WorkflowRecords:
         self._held: OrderedDict[str, tuple[HeldWorkflow, WorkflowConductor]] = OrderedDict()
         self._specs: OrderedDict[str, WorkflowSpec] = OrderedDict()
         self._turns: dict[str, list] = {}
+        # Task executions whose status a write applied, to store after it (flush_records), by workflow.
+        self._deferred: dict[str, list[tuple[TaskExecutionDB, dict[str, Any]]]] = {}
 
     def mutate(self, workflow_id: Any, change: Callable[[HeldWorkflow, WorkflowConductor], bool],
                monotonic: bool = False,
@@ -234,10 +240,12 @@ class WorkflowRecords:
         Changes of one workflow in this process take turns, so they never miss
         each other's writes. before_write(conductor), when given, runs after a
         change and before its write (the task executions it completes are stored
-        there, under the same turn).
+        there, under the same turn, or left to flush_records).
         """
         key = str(workflow_id)
         with self._turn(key):
+            # Records an earlier change left to store (its flush failed, or has not come yet) go first.
+            self.flush_records(key)
             for attempt in range(CAS_ATTEMPTS):
                 held = self._held.pop(key, None)
                 workflow, conductor = held if held is not None else self._load(workflow_id)
@@ -254,9 +262,11 @@ class WorkflowRecords:
                 planned = [self._plan_task(workflow, task) for task in next_tasks]
                 fields = state_fields(conductor)
                 if fields["status"] not in statuses.COMPLETED:
-                    carried = [p for p in workflow.pending or [] if still_requested(conductor, p)]
+                    carried = self._carried(workflow, conductor)
                     fields["pending"] = carried + [_descriptor(t, a, str(record.pk)) for t, record in
                                                    zip(next_tasks, planned) for a in t.actions] or None
+                elif workflow.pending:
+                    self._carried(workflow, conductor)
                 # The write's own copy back would cost a conversion of the whole record: the held
                 # one takes the written values instead (the same values a read would give).
                 if self.workflows.set_if(workflow.pk, {"revision": workflow.revision}, fields):
@@ -272,6 +282,23 @@ class WorkflowRecords:
                     # Another engine copy wrote first: start over from what it stored.
                     eventlet.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
         raise StaleRecordError(f"workflow execution {workflow_id} kept changing under this engine")
+
+    def _carried(self, workflow: HeldWorkflow, conductor: WorkflowConductor) -> list[dict[str, Any]]:
+        """The pending entries a write keeps: children still to start, and tasks whose record is still to store.
+
+        An entry kept for another engine's record (``unrecorded``) is dropped
+        only once that record is stored (_record_orphan).
+        """
+        unrecorded = {str(task.pk) for task, _ in self._deferred.get(str(workflow.pk), ())}
+        carried = []
+        for entry in workflow.pending or []:
+            if still_requested(conductor, entry):
+                carried.append(entry)
+            elif entry.get("task_execution_id") in unrecorded:
+                carried.append({**entry, "unrecorded": True})
+            elif entry.get("unrecorded") and not self._stored_here(entry["task_execution_id"]):
+                self._record_orphan(workflow, conductor, entry)
+        return carried
 
     def _load(self, workflow_id: Any) -> tuple[HeldWorkflow, WorkflowConductor]:
         workflow = self.workflows.get_by_id(workflow_id)
@@ -312,12 +339,14 @@ class WorkflowRecords:
         """Bring the task execution's status and result in line with the conductor's entry."""
         self.record_tasks(conductor, [(task, child)])
 
-    def record_tasks(self, conductor: WorkflowConductor, seen: list[tuple[TaskExecutionDB, ExecutionDB]]) -> None:
+    def record_tasks(self, conductor: WorkflowConductor, seen: list[tuple[TaskExecutionDB, ExecutionDB]],
+                     defer: bool = False) -> None:
         """Bring task executions in line with the conductor's entries (each with the child it last heard of).
 
         The first status a task keeps (completed, pending, paused) stores the
         task execution this process holds unstored, those of several tasks in
-        one insert: one write for a task that runs and completes.
+        one insert: one write for a task that runs and completes. With defer,
+        unless the workflow is over, those are stored by flush_records instead.
         """
         changed: dict[str, tuple[TaskExecutionDB, dict[str, Any]]] = {}
         for task, child in seen:
@@ -326,6 +355,12 @@ class WorkflowRecords:
                 changed[str(task.pk)] = (task, changes)
         new = [(task, changes) for key, (task, changes) in changed.items() if key in self._unstored]
         stored = [(task, changes) for key, (task, changes) in changed.items() if key not in self._unstored]
+        if new and defer and conductor.get_workflow_status() not in statuses.COMPLETED:
+            for task, changes in new:
+                for name, value in changes.items():
+                    setattr(task, name, value)
+                self._deferred.setdefault(task.workflow_execution, []).append((task, changes))
+            new = []
         if len(new) > 1:
             self._insert_tasks(new)
         elif new:
@@ -333,6 +368,44 @@ class WorkflowRecords:
         for task, changes in stored:
             self.tasks.set_if(task.pk, {}, changes)
             task.status = changes["status"]
+
+    def flush_records(self, workflow_id: Any) -> None:
+        """Store the task executions record_tasks deferred for a workflow (kept for a retry if that fails)."""
+        key = str(workflow_id)
+        deferred = self._deferred.pop(key, None)
+        if not deferred:
+            return
+        try:
+            if len(deferred) > 1:
+                self._insert_tasks(deferred)
+            else:
+                self._insert_task(*deferred[0])
+        except StackStormBaseException:
+            # The pending entries stay in the workflow's writes until these are stored.
+            self._deferred[key] = deferred + self._deferred.get(key, [])
+            raise
+
+    def _stored_here(self, task_id: str) -> bool:
+        """True for a task execution this process holds and has stored."""
+        return task_id in self._task_cache and task_id not in self._unstored
+
+    def _record_orphan(self, workflow: HeldWorkflow, conductor: WorkflowConductor, entry: dict[str, Any]) -> None:
+        """Store the record a kept pending entry names, before a write drops the entry.
+
+        Another engine copy kept it for a record it was to store after its
+        write: stored here from the entry and the conductor (a conflict means
+        it got there first), so an engine that stopped in between loses nothing.
+        """
+        [(task, _)] = pending_tasks(conductor, [entry])
+        record = self._new_task(workflow, task, entry["task_execution_id"])
+        changes = _task_changes(conductor, record, ExecutionDB())
+        if changes is None:
+            LOG.warning("workflow execution %s: task execution %s kept for a record with no status to store",
+                        workflow.pk, record.pk)
+            return
+        LOG.info("workflow execution %s: task execution %s stored for the engine that applied it",
+                 workflow.pk, record.pk)
+        self._insert_task(record, changes)
 
     def _insert_tasks(self, new: list[tuple[TaskExecutionDB, dict[str, Any]]]) -> None:
         """_insert_task of several in one insert (one by one when some turn out stored)."""

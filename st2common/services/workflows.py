@@ -229,17 +229,21 @@ class WorkflowService(WorkflowRecords):
         """Act on a stored change: request the next children, then show the new status on the execution."""
         while outcome is not None:
             failures = self.request_children(outcome.workflow, outcome.next_tasks)
+            # The records of the tasks this change completed: after the next children, off their way.
+            self.flush_records(outcome.workflow.pk)
             self._sync_execution(outcome)
             outcome = self.fail_requests(outcome.workflow.pk, failures) if failures else None
 
-    def recording(self, seen: list[tuple[TaskExecutionDB, ExecutionDB]]) -> Callable[[WorkflowConductor], None]:
+    def recording(self, seen: list[tuple[TaskExecutionDB, ExecutionDB]],
+                  defer: bool = False) -> Callable[[WorkflowConductor], None]:
         """mutate's before_write for children's events: their task executions brought in line.
 
-        Before the workflow's write, so no write drops a task's pending entry
-        before its record is stored, and a workflow never shows its end before
-        its tasks show theirs.
+        Before the workflow's write, so a workflow never shows its end before
+        its tasks show theirs; with defer, the records of a workflow not over
+        are stored by flush_records after it (advance), their pending entries
+        kept by the write until then.
         """
-        return lambda conductor: self.record_tasks(conductor, seen)
+        return lambda conductor: self.record_tasks(conductor, seen, defer=defer)
 
     # -- engine entry points -----------------------------------------------------------------
 
@@ -307,7 +311,7 @@ class WorkflowService(WorkflowRecords):
                 del self._batches[key]
             unknown.clear()
             return self.apply(conductor, batch.events, unknown)
-        record = self.recording(batch.seen)
+        record = self.recording(batch.seen, defer=True)
         outcome = self.mutate(workflow_id, change, monotonic=True, before_write=record)
         if outcome is None and unknown:
             # The conductor held here is behind: another process moved the workflow on (the API
