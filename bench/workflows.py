@@ -266,6 +266,7 @@ def profile_mode(bus: str, amqp_url: str, top: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global POLL
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bus", choices=("embedded", "amqp", "all"), default="all")
     parser.add_argument("--amqp-url", default=RABBITMQ_URL)
@@ -274,7 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=30, help="functions shown by --profile")
     parser.add_argument("--poll", type=float, default=POLL, help="seconds between a run's GETs")
     args = parser.parse_args(argv)
-    global POLL
     POLL = args.poll
     buses = ("embedded", "amqp") if args.bus == "all" else (args.bus,)
     for bus in buses:

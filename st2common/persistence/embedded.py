@@ -11,6 +11,7 @@ paths under /tmp and a second instance would refuse to start.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +26,16 @@ from st2common.util import process
 from st2common.util.process import read_pid, stop_pid
 
 LOG = logging.getLogger(__name__)
+
+
+# A Unix socket's path is limited to 108 bytes on Linux.
+_SOCKET_PATH_MAX = 100
+
+
+def local_socket(run_dir: Path) -> Path | None:
+    """Where the embedded server run from run_dir listens locally, or None when the path is too long."""
+    path = (Path(run_dir) / "nx-27017.sock").absolute()
+    return path if len(os.fsencode(path)) <= _SOCKET_PATH_MAX else None
 
 
 class EmbeddedMongo:
@@ -43,13 +54,18 @@ class EmbeddedMongo:
     def url(self) -> str:
         return f"mongodb://{self.host}:{self.port}"
 
+    @property
+    def socket_path(self) -> Path | None:
+        """The local socket the server also listens on (None where its path is too long for one)."""
+        return local_socket(self.run_dir)
+
     def command(self) -> list[str]:
         """The command line that starts the server in the foreground."""
         return [
             sys.executable, "-m", "st2common.persistence.dbserver",
             "--db", str(self.db_path), "--host", self.host, "--port", str(self.port),
             "--pid-file", str(self.pid_file), "--log-file", str(self.log_file),
-        ]
+        ] + (["--unix-socket", str(self.socket_path)] if self.socket_path is not None else [])
 
     def start(self, timeout: float = 20.0, stdout=None, die_with_parent: bool = False) -> int:
         """Start the server detached from this process and wait until it answers; returns its pid.

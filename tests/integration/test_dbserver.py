@@ -18,8 +18,9 @@ import bson
 import pymongo
 import pytest
 
+from st2common.persistence import db
 from st2common.persistence.embedded import EmbeddedMongo
-from testsupport import free_port
+from testsupport import free_port, make_settings
 
 OP_MSG = 2013
 
@@ -156,3 +157,44 @@ def test_the_pid_file_names_the_serving_process(server):
     with open(f"/proc/{pid}/cmdline", "rb") as handle:
         assert b"st2common.persistence.dbserver" in handle.read()
     assert os.path.exists(server.db_path)
+
+
+def test_the_platform_connects_over_the_servers_local_socket(tmp_path):
+    # Given an embedded server run as st2ctl runs it: its run folder under the platform's var/
+    settings = make_settings(tmp_path, None, extra={"ST2_DATABASE__EMBEDDED": "true",
+                                                    "ST2_DATABASE__PORT": str(free_port())})
+    server = EmbeddedMongo(tmp_path / "db.sqlite", settings.database.port, settings.var_path / "run")
+    # Before it runs, clients would go to host:port
+    assert db.client_url(settings) == settings.database_url()
+    server.start(die_with_parent=True)
+    try:
+        # Once it runs, the platform's processes use its local socket, which only its owner may open
+        url = db.client_url(settings)
+        assert url.startswith("mongodb://%2F") and url.endswith(f".sock/{settings.database.db_name}")
+        assert server.socket_path.stat().st_mode & 0o777 == 0o600
+        client = db.connect(settings)
+        client[settings.database.db_name].things.insert_one({"_id": "over the socket"})
+        # And what it writes there is what host:port serves
+        tcp = pymongo.MongoClient(server.url)
+        assert tcp[settings.database.db_name].things.find_one() == {"_id": "over the socket"}
+        tcp.close()
+        db.disconnect()
+    finally:
+        server.stop()
+    # A stopped server leaves no socket behind, and clients go back to host:port
+    assert not server.socket_path.exists()
+    assert db.client_url(settings) == settings.database_url()
+
+
+def test_a_run_folder_too_deep_for_a_socket_keeps_to_tcp(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    server = EmbeddedMongo(tmp_path / "db.sqlite", free_port(), deep)
+    assert server.socket_path is None
+    assert "--unix-socket" not in server.command()
+    server.start(die_with_parent=True)
+    try:
+        client = pymongo.MongoClient(server.url)
+        assert client.admin.command("ping")["ok"] == 1.0
+        client.close()
+    finally:
+        server.stop()
