@@ -396,7 +396,7 @@ class Dispatcher:
         try:
             updated = executions.update_status(self.access, execution, status,
                                                publish_work=status in executions.WORK_STATUSES,
-                                               result=value, result_size=size)
+                                               held=True, result=value, result_size=size)
         except StaleRecordError:
             return False
         LOG.info("execution %s %s", execution.pk, status)

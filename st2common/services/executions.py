@@ -93,7 +93,7 @@ def access(publisher: Publisher | None) -> Access[ExecutionDB]:
 
 def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_status: str,
                   publish_work: bool = True, via: tuple[str, ...] = (), expected: dict[str, Any] | None = None,
-                  **changes: Any) -> ExecutionDB:
+                  held: bool = False, **changes: Any) -> ExecutionDB:
     """Move execution to new_status if the table allows it and nobody moved it first.
 
     One conditional write (on the old status) and, when publish_work, one
@@ -105,6 +105,10 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     expected holds further values the record must still have (the action
     runner claims a request it has not read on its revision: the log it
     rewrites is then the one the request stored).
+    held: execution is the caller's whole, current copy (the action runner's
+    of a run it claimed, which nobody else writes but to change its status):
+    the write's changes are applied to it and it is returned, instead of the
+    stored document read back.
     Raises TransitionError for a change the table refuses, StaleRecordError
     when another writer changed the status in between.
     """
@@ -119,7 +123,15 @@ def update_status(access: Access[ExecutionDB], execution: ExecutionDB, new_statu
     if new_status in statuses.COMPLETED and "end_timestamp" not in fields:
         fields["end_timestamp"] = now
     fields["log"] = list(execution.log or []) + [{"status": step, "timestamp": now} for step in (*via, new_status)]
-    updated = access.update_if(execution.pk, {**(expected or {}), "status": old_status}, fields, publish=False)
+    if held:
+        if not access.set_if(execution.pk, {**(expected or {}), "status": old_status}, fields):
+            raise StaleRecordError(f"execution {execution.pk} is no longer {old_status!r}")
+        for name, value in fields.items():
+            setattr(execution, name, value)
+        execution.revision = (execution.revision or 0) + 1
+        updated = execution
+    else:
+        updated = access.update_if(execution.pk, {**(expected or {}), "status": old_status}, fields, publish=False)
     if updated is None:
         raise StaleRecordError(f"execution {execution.pk} is no longer {old_status!r}")
     LOG.debug("execution %s: %s -> %s", execution.pk, old_status, new_status)

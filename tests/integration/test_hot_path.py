@@ -123,3 +123,17 @@ def test_a_policy_stored_by_another_process_applies_once_its_event_arrives(platf
             if time.monotonic() > deadline:
                 raise
     assert retry[0].action_ref == "core.local"
+
+
+def test_what_the_notifier_hears_of_a_run_is_what_its_record_says(platform):
+    # The action runner records a run's end without reading the record back: the copy it
+    # holds from the claim, with the write's changes, is what it hands on.
+    execution = platform.run("core.local", {"cmd": "echo held"})
+    stored = Access(ExecutionDB).get_by_id(execution.pk)
+    assert stored.status == statuses.SUCCEEDED and stored.result["stdout"] == "held"
+    assert [entry["status"] for entry in stored.log] == ["requested", "scheduled", "running", "succeeded"]
+    [instance] = wait_until(lambda: action_triggers().get(str(execution.pk)), "its action trigger")
+    assert instance.payload["status"] == stored.status
+    assert instance.payload["result"] == stored.result
+    assert instance.payload["parameters"] == stored.parameters
+    assert instance.payload["start_timestamp"].startswith(stored.start_timestamp.strftime("%Y-%m-%d %H:%M:%S"))
