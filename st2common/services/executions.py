@@ -63,7 +63,7 @@ from st2common.persistence.access import CREATE, UPDATE, Access
 from st2common.persistence.cache import RecordCache
 from st2common.runners.registry import WORKFLOW_RUNNERS
 from st2common.transport.publisher import Publisher
-from st2common.transport.topology import WORK_QUEUES, WORKFLOW_UPDATE
+from st2common.transport.topology import UPDATE_PROGRESS, WORK_QUEUES, WORKFLOW_UPDATE
 
 LOG = logging.getLogger(__name__)
 
@@ -155,18 +155,21 @@ def publish_update(access: Access[ExecutionDB], execution: ExecutionDB, status: 
 
 
 def update_routing(parent: Any, runner: str | None, status: str, old_status: str | None = None) -> str:
-    """``update.workflow`` for the updates a workflow engine acts on, ``update`` for the others.
+    """The routing key of a status update: who acts on it (st2common.transport.topology).
 
-    Those are every update of a workflow's own execution, and those of a
-    workflow's plain child but while it waits to start or starts: the engine
-    moves a task on when its child completes, pauses or waits, or runs again
-    after either; a child's first ``running`` tells it nothing.
+    ``update.workflow`` for the updates a workflow engine acts on: every
+    update of a workflow's own execution, and those of a workflow's plain
+    child but while it waits to start or starts (the engine moves a task on
+    when its child completes, pauses or waits, or runs again after either; a
+    child's first ``running`` tells it nothing). ``update`` for the other
+    completions (the notifier's), ``update.progress`` for the rest, which no
+    service binds: nobody is woken to drop them.
     """
     if runner in WORKFLOW_RUNNERS:
         return WORKFLOW_UPDATE
-    if not parent or status in _NOT_STARTED or (status == statuses.RUNNING and old_status in _NOT_STARTED):
-        return UPDATE
-    return WORKFLOW_UPDATE
+    if parent and status not in _NOT_STARTED and not (status == statuses.RUNNING and old_status in _NOT_STARTED):
+        return WORKFLOW_UPDATE
+    return UPDATE if status in statuses.COMPLETED else UPDATE_PROGRESS
 
 
 _NOT_STARTED = frozenset({statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED})

@@ -9,6 +9,7 @@ platforms on one broker) never share queues. All exchanges are topic exchanges.
 | <p>.<resource>                   | create/update/delete   | {"id"} of a record written (persistence)  |
 | <p>.execution                    | update.workflow        | a status change a workflow engine acts on |
 |                                  |                        | (below)                                   |
+| <p>.execution                    | update.progress        | a plain execution's other status changes  |
 | <p>.liveaction.status            | the new status         | {"id"} of an execution that needs work    |
 | <p>.execution.output             | stdout/stderr          | {"id", "execution_id"} of an output chunk |
 | <p>.trigger_instances_dispatch   | trigger type ref       | {"id"} of a stored trigger instance       |
@@ -18,10 +19,13 @@ platforms on one broker) never share queues. All exchanges are topic exchanges.
 
 A status change of a workflow's own execution, or of a workflow's child
 once it has started (it completes, waits, runs again), goes out as
-``update.workflow``; the others (plain executions, a child waiting to start or
-starting) as ``update`` (st2common.services.executions.update_routing). The
-notifier binds both, the workflow engine only the second, so the engine never
-receives, reads and drops the updates it has nothing to do with.
+``update.workflow``; the other completions as ``update``; the rest (a plain
+execution or child waiting to start, starting, waiting) as ``update.progress``
+(st2common.services.executions.update_routing). The notifier binds the first
+two, the workflow engine only the first, and nobody the third, so no service
+receives, reads and drops updates it has nothing to do with. A record written
+without a status (``update``, e.g. through the API) goes to the notifier, which
+reads it.
 
 Work queues are durable and shared by every copy of the consuming service
 (competing consumers); they are declared up front (Publisher.declare_work_queues)
@@ -79,8 +83,10 @@ RESOURCE_EXCHANGES: dict[str, str] = {
     "policy": "policy",
 }
 
-# Status changes of workflows and their children (st2common.services.executions.update_status).
+# Status changes of workflows and their children (st2common.services.executions.update_routing).
 WORKFLOW_UPDATE = "update.workflow"
+# Status changes of plain executions that no service acts on (not completed): bound by nobody.
+UPDATE_PROGRESS = "update.progress"
 
 # Work queue suffix -> (exchange suffix, binding key or keys). Consumers compete.
 WORK_QUEUES: dict[str, tuple[str, str | tuple[str, ...]]] = {

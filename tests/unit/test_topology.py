@@ -67,6 +67,7 @@ def test_routing_keys_of_status_queues_are_real_statuses():
 
 
 def test_plain_execution_updates_reach_the_notifier_alone_workflow_ones_the_engine_too():
+    assert routed(Topology(), "execution", "update.progress") == set()
     assert routed(Topology(), "execution", "update") == {"st2.notifiers.execution.work"}
     assert routed(Topology(), "execution", "update.workflow") == {"st2.notifiers.execution.work",
                                                                   "st2.workflow.action.update"}
@@ -138,18 +139,21 @@ def test_entities_are_built_once_and_topology_is_a_value():
 
 
 @pytest.mark.parametrize("parent, runner, status, old_status, key", [
-    # A plain execution's updates never concern a workflow engine.
+    # A plain execution's updates never concern a workflow engine, and only its end the notifier.
     (None, "local-shell-cmd", statuses.SUCCEEDED, statuses.RUNNING, "update"),
-    (None, "noop", statuses.RUNNING, statuses.SCHEDULED, "update"),
+    (None, "local-shell-cmd", statuses.TIMED_OUT, statuses.RUNNING, "update"),
+    (None, "noop", statuses.RUNNING, statuses.SCHEDULED, "update.progress"),
+    (None, "inquirer", statuses.PENDING, statuses.RUNNING, "update.progress"),
+    (None, "local-shell-cmd", statuses.SCHEDULED, statuses.REQUESTED, "update.progress"),
     # A workflow's own execution: every update (its start, its controls, its end).
     (None, "orquesta", statuses.RUNNING, statuses.REQUESTED, "update.workflow"),
     ("p1", "action-chain", statuses.SCHEDULED, statuses.REQUESTED, "update.workflow"),
     (None, "orquesta", statuses.PAUSING, statuses.RUNNING, "update.workflow"),
     # A workflow's plain child: not while it waits to start or starts ...
-    ("p1", "noop", statuses.SCHEDULED, statuses.REQUESTED, "update"),
-    ("p1", "noop", statuses.DELAYED, statuses.REQUESTED, "update"),
-    ("p1", "noop", statuses.RUNNING, statuses.SCHEDULED, "update"),
-    ("p1", "noop", statuses.RUNNING, statuses.REQUESTED, "update"),
+    ("p1", "noop", statuses.SCHEDULED, statuses.REQUESTED, "update.progress"),
+    ("p1", "noop", statuses.DELAYED, statuses.REQUESTED, "update.progress"),
+    ("p1", "noop", statuses.RUNNING, statuses.SCHEDULED, "update.progress"),
+    ("p1", "noop", statuses.RUNNING, statuses.REQUESTED, "update.progress"),
     # ... but when it completes, waits, or runs again after waiting.
     ("p1", "noop", statuses.SUCCEEDED, statuses.RUNNING, "update.workflow"),
     ("p1", "local-shell-cmd", statuses.CANCELED, statuses.CANCELING, "update.workflow"),
