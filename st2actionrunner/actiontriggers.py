@@ -20,7 +20,10 @@ in four round trips however many executions it holds:
 |                                 | instance, caused by the execution                       |
 
 then one message per instance on trigger_instances_dispatch, as dispatch
-sends it. Every id is derived, so a repeat (a redelivered completion) is a
+sends it. When no enabled rule is on the action trigger (triggers.has_rules,
+kept current by the rule events), the instances are stored as ``processed``
+and no message is sent: matching them against no rule is all a rules engine
+would do, after a message, a read of its index and a write each. Every id is derived, so a repeat (a redelivered completion) is a
 conflict: the batch then goes through the one-by-one path, which stores only
 what is missing. An execution whose carried trace no longer exists goes that
 way too (a new trace is made for it there).
@@ -83,11 +86,13 @@ class ActionTriggers:
         starting = [e for e in together if str(e.pk) not in known]
         started = dict(zip((str(e.pk) for e in starting), trace_service.start_for_executions([e.pk for e in starting])))
         instances, traces_links = [], []
+        ruled = triggers.has_rules(trigger_type.ref)
+        status = statuses.TRIGGER_INSTANCE_PENDING if ruled else statuses.TRIGGER_INSTANCE_PROCESSED
         for execution in together:
             execution_id = str(execution.pk)
             instance = TriggerInstanceDB(id=self.instance_id(execution), trigger=trigger.ref,
                                          payload=payloads[execution_id], occurrence_time=utcnow(),
-                                         status=statuses.TRIGGER_INSTANCE_PENDING)
+                                         status=status)
             instances.append(instance)
             if execution_id in started:
                 links = [trace_service.execution_link(execution.pk, execution.action_ref)]
@@ -111,7 +116,7 @@ class ActionTriggers:
             trace_service.add_links_of(traces_links)
         if repeated:
             apart.extend(together)
-        else:
+        elif ruled:
             for instance, (trace, _) in zip(instances, traces_links):
                 # The instance travels whole when small, so the rules engine need not read it.
                 self.publisher.publish(triggerinstances.DISPATCH_EXCHANGE, trigger_type.ref,

@@ -20,7 +20,7 @@ from st2common.models.db.worker import WorkerDB  # noqa: E402
 from st2common.persistence.access import Access  # noqa: E402
 from st2common.service import Service  # noqa: E402
 from st2common.persistence.cache import Forget  # noqa: E402
-from st2common.services import executions, sweep  # noqa: E402
+from st2common.services import executions, sweep, triggers  # noqa: E402
 from st2common.services import policies as policy_service  # noqa: E402
 from st2common.services.workers import WorkerRegistry  # noqa: E402
 from st2common.transport.connection import make_connection  # noqa: E402
@@ -49,8 +49,11 @@ class ActionRunnerService:
                                      completed=self.notifier.hand_over)
         self.scheduler = Scheduler(publisher, dispatcher=self.dispatcher)
         self.policy_events = Forget(publisher.topology.broadcast_queue("policy"), policy_service.INDEX)
+        # The notifier skips the rules engines for a trigger no rule is on (st2actionrunner.actiontriggers).
+        rule_events = triggers.rule_handlers(publisher.topology)
         self.consumer = Consumer(make_connection(settings.messaging), publisher,
-                                 [self.scheduler, *self.dispatcher.handlers(), self.notifier, self.policy_events],
+                                 [self.scheduler, *self.dispatcher.handlers(), self.notifier, self.policy_events,
+                                  *rule_events],
                                  max_redeliveries=settings.messaging.max_redeliveries,
                                  pool_size=settings.messaging.prefetch_count)
         self.sweeper: sweep.PeriodicSweep | None = None
@@ -76,8 +79,9 @@ class ActionRunnerService:
         if not self.consumer.wait_ready(READY_TIMEOUT):
             LOG.warning("%s: consumers not ready after %.0f s; continuing", SERVICE, READY_TIMEOUT)
         else:
-            # From here every policy change reaches the index as an event.
+            # From here every policy and rule change reaches these caches as an event.
             policy_service.INDEX.watch()
+            triggers.RULED.watch()
         self.sweeper = sweep.periodic(access, self.publisher, self.settings, self.workers,
                                       interval=self.settings.scheduler.gc_interval)
 

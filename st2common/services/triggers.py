@@ -25,7 +25,7 @@ from st2common.exceptions import ConflictError, NotFoundError, ValidationError
 from st2common.models.db.rule import RuleDB
 from st2common.models.db.trigger import TriggerDB, TriggerTypeDB, parameters_hash
 from st2common.persistence.access import Access, to_object_id
-from st2common.persistence.cache import RecordCache
+from st2common.persistence.cache import Forget, RecordCache
 from st2common.services.triggertypes import normalize_parameters
 from st2common.transport.consumer import Handler
 from st2common.transport.topology import Topology
@@ -111,6 +111,25 @@ def _lookup(key: tuple, load: Callable[[], Any]) -> Any:
         return LOOKUPS.get(key, found)
     except NotFoundError:
         return None
+
+
+# Whether any enabled rule is on a trigger type, by type ref (has_rules). Without the rule events
+# (before watch()) an answer is kept a second only: a rule just created elsewhere is soon seen.
+RULED = RecordCache("ruled trigger types", (RuleDB,), 1.0, LOOKUP_WATCHED_TTL)
+
+
+def has_rules(type_ref: str) -> bool:
+    """True when an enabled rule is on trigger type type_ref (from memory while RULED holds the answer)."""
+    return RULED.get(("ruled", type_ref), lambda: bool(Access(RuleDB).query(
+        {"enabled": True}, raw={"trigger.type": type_ref}, limit=1, only=("id",))))
+
+
+def rule_handlers(topology: Topology) -> list[Handler]:
+    """The handler of this process's broadcast queue on the rule exchange: forget RULED.
+
+    Call ``RULED.watch()`` once the consumer running it is ready.
+    """
+    return [Forget(topology.broadcast_queue("rule"), RULED)]
 
 
 def lookup_trigger(ref: str) -> TriggerDB | None:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from bson import ObjectId
+from test_api_support import drain
 
 from st2common import statuses
 from st2common.exceptions import ValidationError
 from st2common.models.db.action import ActionDB
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.policy import PolicyDB
+from st2common.models.db.rule import RuleDB
 from st2common.models.db.trigger import TriggerInstanceDB
 from st2common.persistence.access import Access
 from st2common.services import trace as trace_service
@@ -137,3 +140,28 @@ def test_what_the_notifier_hears_of_a_run_is_what_its_record_says(platform):
     assert instance.payload["result"] == stored.result
     assert instance.payload["parameters"] == stored.parameters
     assert instance.payload["start_timestamp"].startswith(stored.start_timestamp.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def test_action_triggers_skip_the_rules_engines_until_a_rule_is_on_them(platform):
+    rules_queue = "trigger_instances_dispatch.rules_engine"
+    # Given no rule on the action trigger: an execution's instance is stored processed, and no
+    # rules engine is sent it (it would match it against no rule)
+    first = str(platform.run("core.noop").pk)
+    [instance] = wait_until(lambda: action_triggers().get(first), "the first action trigger")
+    assert instance.status == statuses.TRIGGER_INSTANCE_PROCESSED
+    assert drain(platform.settings, rules_queue, timeout=0.5) == []
+    # When another process enables a rule on it (stored there, announced on the bus)
+    rule_id = ObjectId()
+    RuleDB._get_collection().insert_one({
+        "_id": rule_id, "name": "on_actions", "pack": "default", "ref": "default.on_actions",
+        "uid": "rule:default:on_actions", "enabled": True,
+        "trigger": {"type": triggertypes.ACTION_TRIGGER_REF, "parameters": {}},
+        "criteria": {}, "action": {"ref": "core.noop", "parameters": {}}})
+    platform.publisher.publish("rule", "create", {"id": str(rule_id)})
+    # Then the next executions' instances wait for the rules engines, which are sent them
+    def sent_to_rules_engines():
+        execution_id = str(platform.run("core.noop").pk)
+        [latest] = wait_until(lambda: action_triggers().get(execution_id), "an action trigger")
+        return latest if latest.status == statuses.TRIGGER_INSTANCE_PENDING else None
+    latest = wait_until(sent_to_rules_engines, "an action trigger pending for the rules engines")
+    assert str(latest.pk) in {body["id"] for body in drain(platform.settings, rules_queue, expect=10)}
