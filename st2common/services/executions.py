@@ -365,15 +365,18 @@ def request_many(publisher: Publisher, prepared: list[ExecutionDB],
                         execution.pk, exc)
             bus_down = True
     if parents_held:
+        # The children of one parent join it in one write (a split's branches, a task's items).
+        by_parent: dict[str, list[str]] = {}
         for execution, outcome in zip(prepared, outcomes):
-            if outcome is not execution or not execution.parent:
-                continue
+            if outcome is execution and execution.parent:
+                by_parent.setdefault(str(execution.parent), []).append(str(execution.pk))
+        for parent, children in by_parent.items():
             try:
-                if not executions.push(execution.parent, "children", [str(execution.pk)]):
-                    LOG.warning("execution %s requested, its parent %s is gone", execution.pk, execution.parent)
+                if not executions.push(parent, "children", children):
+                    LOG.warning("executions %s requested, their parent %s is gone", ", ".join(children), parent)
             except DatabaseError as exc:
-                LOG.warning("execution %s requested, not listed among its parent's children: %s",
-                            execution.pk, exc)
+                LOG.warning("executions %s requested, not listed among their parent's children: %s",
+                            ", ".join(children), exc)
     return outcomes
 
 

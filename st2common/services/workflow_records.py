@@ -20,9 +20,10 @@ one write fewer. That write keeps the task's pending entry, which a later write
 drops once the record is stored; a workflow's last write waits for its
 records. An engine that meets a child whose task execution it does not hold
 (another engine copy planned it, or this one restarted) rebuilds it from the
-pending entry naming its id (``recover_task``), and the sweep stores the record
-of a task that completed while its engine stopped before storing it
-(``record_missing``), so nothing is requested twice or lost.
+pending entry naming its id (``recover_task``); an entry kept for a record
+(marked ``unrecorded``) that its engine stopped before storing is stored from
+the entry by the next write of any engine (``_record_orphan``), so nothing is
+requested twice or lost.
 
 Changes of one workflow in one process take turns (a lock per workflow), so
 children completing together (with-items, branches) queue up rather than

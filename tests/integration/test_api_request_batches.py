@@ -102,7 +102,7 @@ def test_a_child_whose_held_parent_is_gone_still_runs_and_a_plain_request_is_ref
     assert executions.request_many(publisher, [vouched], parents_held=True) == [vouched]
     assert ExecutionDB.objects(id=vouched.pk).first() is not None
     assert str(vouched.pk) in {body["id"] for body in drain(api_settings, "actionrunner.req")}
-    assert f"its parent {gone} is gone" in caplog.text
+    assert f"their parent {gone} is gone" in caplog.text
     # A child not vouched for: refused and not kept
     plain = executions.prepare("core.noop", {}, parent=gone, parent_user="st2admin")
     [outcome] = executions.request_many(publisher, [plain])
