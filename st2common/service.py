@@ -11,6 +11,7 @@ stopping, stopped, failed.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -152,7 +153,10 @@ class Service:
         return code
 
     def ready(self) -> None:
-        """Tell st2ctl the service is up."""
+        """Tell st2ctl the service is up (what start-up built is frozen out of the collector's sight)."""
+        # Modules, settings, caches filled at start live as long as the process: without this, each
+        # full collection walks all of them again (~0.2 ms of CPU per item in the rules engine).
+        gc.freeze()
         self.write_status(READY)
         LOG.info("%s ready", self.name)
 
