@@ -12,8 +12,11 @@ when ``[api] allow_origin`` names it (or is ``*``).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
+import types
 import uuid
 
 import mongoengine as me
@@ -23,7 +26,6 @@ import webob
 import webob.cookies
 import webob.exc
 from pecan import expose
-from pecan.middleware.recursive import RecursiveMiddleware
 
 from st2api.auth import METHOD_TOKEN, Authenticator
 from st2api.controllers import Router
@@ -47,6 +49,11 @@ CORS_HEADERS = "Content-Type,Authorization,X-Auth-Token,St2-Api-Key,X-Request-ID
 CORS_EXPOSE = "Content-Type,X-Limit,X-Total-Count,X-Request-ID"
 # Tokens whose latest auth-token cookie is kept (the whole cache is dropped past it).
 COOKIE_CACHE_LIMIT = 10_000
+# Origin header values whose CORS headers are kept (the whole cache is dropped past it).
+ORIGIN_CACHE_LIMIT = 1000
+# A uuid4's random bytes, and how many request ids are made from one read of them.
+REQUEST_ID_BYTES = 16
+REQUEST_IDS_AHEAD = 256
 
 
 def singular(resource: str) -> str:
@@ -152,24 +159,46 @@ class Request(webob.Request):
 
 
 class RoutedPecan(pecan.Pecan):
-    """pecan as the WSGI layer (request and response objects, context locals, hooks) without its routing.
+    """pecan as the WSGI layer (the request object and its context local) without its routing.
 
     pecan's find_controller walks the controller tree and its invoke_controller
     reads the handler's signature (inspect.getfullargspec, twice a request, a
     tenth of a cheap request's CPU) to drop keyword arguments it does not take.
-    Here the controller is always RootController.dispatch, which takes none and
-    answers a webob Response.
+    Here the controller is always RootController.dispatch, which takes none,
+    catches every error and answers a webob Response; with no hooks, what is
+    left of pecan's request cycle is done here: pecan.request is set while it
+    runs, and a 200 with an empty body goes out as a 204 without a
+    Content-Type (pecan's rule).
     """
 
-    def find_controller(self, state):
-        controller = self.root.dispatch
+    def __call__(self, environ, start_response):
+        request = self.request_cls(environ)
         context = pecan.core.state
-        context.request, context.response = state.request, state.response
-        context.controller = state.controller = controller
-        return controller, [], {}
+        context.request = request
+        try:
+            response = self.root.dispatch()
+        finally:
+            del context.request
+        if response.status_int == 200 and not isinstance(response.app_iter, types.GeneratorType):
+            # pecan also decodes a body with a charset to check it is empty: no bytes, no text.
+            if not response.body:
+                response.status = 204
+        elif response.status_int == 200:
+            _peek_empty(response)
+        if response.status_int in (204, 304):
+            response.content_type = None
+        return response(environ, start_response)
 
-    def invoke_controller(self, controller, args, kwargs, state):
-        state.response = controller()
+
+def _peek_empty(response: webob.Response) -> None:
+    """pecan's rule for a streamed 200: a 204 when the generator yields nothing."""
+    ahead, kept = itertools.tee(response.app_iter)
+    try:
+        next(ahead)
+    except StopIteration:
+        response.status = 204
+    finally:
+        response.app_iter = kept
 
 
 class ApiMiddleware:
@@ -184,12 +213,23 @@ class ApiMiddleware:
         if origins and settings.auth.api_url:
             origins.append(settings.auth.api_url)
         self.origins = origins
+        # Origin header -> (the CORS headers for it, their lower-case names and X-Request-ID's).
+        self._cors_by_origin: dict[str | None, tuple[list[tuple[str, str]], frozenset[str]]] = {}
+        self._request_ids: list[str] = []
 
     def __call__(self, environ, start_response):
-        request_id = environ.get("HTTP_X_REQUEST_ID") or str(uuid.uuid4())
+        request_id = environ.get("HTTP_X_REQUEST_ID") or self._request_id()
         environ["st2.request_id"] = request_id
-        extra = self._cors(environ.get("HTTP_ORIGIN")) + [(REQUEST_ID_HEADER, request_id)]
-        replaced = {name.lower() for name, _ in extra}
+        origin = environ.get("HTTP_ORIGIN")
+        cors = self._cors_by_origin.get(origin)
+        if cors is None:
+            if len(self._cors_by_origin) >= ORIGIN_CACHE_LIMIT:
+                self._cors_by_origin.clear()
+            headers = self._cors(origin)
+            names = frozenset(name.lower() for name, _ in headers + [(REQUEST_ID_HEADER, "")])
+            cors = self._cors_by_origin[origin] = (headers, names)
+        extra = cors[0] + [(REQUEST_ID_HEADER, request_id)]
+        replaced = cors[1]
 
         def start(status, headers, exc_info=None):
             headers = [(n, v) for n, v in headers if n.lower() not in replaced] + extra
@@ -204,6 +244,18 @@ class ApiMiddleware:
                                       environ.get("PATH_INFO", ""))
             return response(environ, start)
         return self.app(environ, start)
+
+    def _request_id(self) -> str:
+        """A new uuid4 string, as uuid.uuid4() makes it, from random bytes read for 256 at a time."""
+        try:
+            # list.pop is atomic: threads serving requests side by side never share an id.
+            return self._request_ids.pop()
+        except IndexError:
+            raw = os.urandom(REQUEST_ID_BYTES * REQUEST_IDS_AHEAD)
+            made = [str(uuid.UUID(bytes=raw[at:at + REQUEST_ID_BYTES], version=4))
+                    for at in range(0, len(raw), REQUEST_ID_BYTES)]
+            self._request_ids.extend(made[1:])
+            return made[0]
 
     def _cors(self, origin: str | None) -> list[tuple[str, str]]:
         if "*" in self.origins:
@@ -225,9 +277,9 @@ def setup_app(settings, publisher: Publisher | None = None, controllers=CONTROLL
         publisher = Publisher(make_connection(settings.messaging), Topology(settings.messaging.prefix))
     state = AppState(settings, publisher)
     root = RootController(state, controllers)
-    # What pecan.make_app builds without debug or error documents, with pecan's routing skipped.
-    app = RecursiveMiddleware(RoutedPecan(root, force_canonical=False, guess_content_type_from_ext=False,
-                                          request_cls=Request))
+    # What pecan.make_app builds without debug or error documents (nothing here forwards a request
+    # internally, so no RecursiveMiddleware), with pecan's routing skipped.
+    app = RoutedPecan(root, force_canonical=False, guess_content_type_from_ext=False, request_cls=Request)
     middleware = ApiMiddleware(app, settings)
     # The routing table, for whoever must see every route (the auth coverage test).
     middleware.router = root.router

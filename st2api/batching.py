@@ -22,13 +22,23 @@ from st2common.transport.publisher import Publisher
 class _Waiting:
     """One request's execution and, once its batch is written, the outcome."""
 
-    __slots__ = ("execution", "outcome", "leads", "done")
+    __slots__ = ("execution", "outcome", "leads", "_done")
 
     def __init__(self, execution: ExecutionDB) -> None:
         self.execution = execution
         self.outcome: ExecutionDB | BaseException | None = None
         self.leads = False
-        self.done = threading.Event()
+        # Held until set(): a one-shot event without the Condition a threading.Event builds.
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def wait(self) -> None:
+        """Block until set() has been called."""
+        self._done.acquire()
+
+    def set(self) -> None:
+        """Wake the request waiting on this (or let its wait() return at once)."""
+        self._done.release()
 
 
 class RequestBatcher:
@@ -48,7 +58,7 @@ class RequestBatcher:
             leads = mine.leads = not self._writing
             self._writing = True
         if not leads:
-            mine.done.wait()
+            mine.wait()
         if mine.leads:
             self._write()
         if isinstance(mine.outcome, BaseException):
@@ -71,6 +81,6 @@ class RequestBatcher:
                 following.leads = True
         for waiting, outcome in zip(batch, outcomes):
             waiting.outcome = outcome
-            waiting.done.set()
+            waiting.set()
         if following is not None:
-            following.done.set()
+            following.set()

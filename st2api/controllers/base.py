@@ -15,6 +15,7 @@ exclusive), filters mapped to stored fields, and the ``X-Total-Count`` and
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterable
 
 import webob
 from bson import ObjectId
+from webob.request import DisconnectionError
 
 from st2api.errors import json_response
 from st2common.exceptions import AccessDeniedError, NotFoundError, ValidationError
@@ -62,20 +64,26 @@ class Route:
     # The permission named in a 403 when it is not <resource>_<verb> (StackStorm's inquiry_respond).
     permission: str = ""
 
+    def __post_init__(self) -> None:
+        # The pattern's segments, each (parameter name, None) or (None, literal text), split once.
+        parts = tuple((p[1:-1], None) if p.startswith("{") and p.endswith("}") else (None, p)
+                      for p in self.pattern.split("/") if p)
+        object.__setattr__(self, "_parts", parts)
+
     def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
         """The path parameters when this route takes method and segments, else None."""
         if method != self.method:
             return None
-        parts = [p for p in self.pattern.split("/") if p]
+        parts = self._parts
         if len(parts) != len(segments):
             return None
         params: dict[str, str] = {}
-        for part, segment in zip(parts, segments):
-            if part.startswith("{") and part.endswith("}"):
+        for (name, literal), segment in zip(parts, segments):
+            if name is not None:
                 if not segment:
                     return None
-                params[part[1:-1]] = segment
-            elif part != segment:
+                params[name] = segment
+            elif literal != segment:
                 return None
         return params
 
@@ -146,13 +154,34 @@ class Call:
 
     def body(self) -> Any:
         """The JSON body; an empty body is {} (StackStorm validates it all the same)."""
-        raw = self.request.body
+        raw = request_body(self.request)
         if not raw or not raw.strip():
             return {}
         try:
             return json.loads(raw)
         except ValueError as exc:
             raise ValidationError(f"Failed to parse request body: {exc}") from None
+
+
+def request_body(request: webob.Request) -> bytes:
+    """request.body, read straight from wsgi.input when the request declares its length.
+
+    webob first copies the input into a seekable buffer through a length-limited
+    reader and its attribute hooks, which costs more than the read. The bytes
+    read are left in place as webob leaves them, so later readers get them too.
+    """
+    environ = request.environ
+    length = environ.get("CONTENT_LENGTH") or ""
+    if environ.get("webob.is_body_seekable") or not length.isdigit() or int(length) == 0:
+        return request.body
+    size = int(length)
+    raw = environ["wsgi.input"].read(size)
+    if len(raw) < size:
+        raise DisconnectionError(f"The client disconnected while sending the body ({size - len(raw)} more bytes were "
+                                 "expected)")
+    environ["wsgi.input"] = io.BytesIO(raw)
+    environ["webob.is_body_seekable"] = True
+    return raw
 
 
 def reply(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> webob.Response:

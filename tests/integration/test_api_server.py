@@ -30,6 +30,18 @@ ECHO_SERVER = textwrap.dedent("""
 
     def echo(environ, start_response):
         body = environ["wsgi.input"].read()
+        path = environ["PATH_INFO"]
+        if path == "/environ":
+            # Every plain value of the environ (objects differ between processes).
+            out = json.dumps({k: v for k, v in environ.items() if isinstance(v, (str, int, bool, tuple))}).encode()
+            start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(out)))])
+            return [out]
+        if path == "/nolength":
+            start_response("201 Created", [("x-lower-CASE", "a"), ("Access-Control-Allow-Origin", "*")])
+            return [b"streamed ", b"body"]
+        if path == "/dated":
+            start_response("200 OK", [("date", "Thu, 01 Jan 1970 00:00:00 GMT"), ("Content-Length", "2")])
+            return [b"ok"]
         seen = {k: v for k, v in environ.items() if k.startswith("HTTP_") or k in (
             "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH")}
         seen["body"] = body.decode("latin-1")
@@ -173,7 +185,7 @@ def test_odd_requests_are_answered_as_eventlets_own_protocol_answers_them(ports,
     assert ours == stock
 
 
-def _answer(port: int, raw: bytes) -> bytes:
+def _answer(port: int, raw: bytes, keep_date: bool = False) -> bytes:
     """Everything the server sends back until it closes or goes quiet, without the Date header."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(raw)
@@ -184,7 +196,7 @@ def _answer(port: int, raw: bytes) -> bytes:
                 received += chunk
         except socket.timeout:
             pass
-    return b"\r\n".join(line for line in received.split(b"\r\n") if not line.startswith(b"Date: "))
+    return received if keep_date else _undated(received)
 
 
 def test_a_client_asking_to_close_gets_the_connection_closed(server_port):
@@ -198,3 +210,40 @@ def test_a_client_asking_to_close_gets_the_connection_closed(server_port):
                 break
             received += chunk
     assert received.startswith(b"HTTP/1.1 200") and b"Connection: close" in received
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /environ?a=1&b=%20x HTTP/1.1\r\nHost: h\r\nX-Auth-Token: t\r\nX-Multi: 1\r\nx-multi: 2\r\n"
+    b"X_Under: dropped\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    b"GET /env%69ron HTTP/1.0\r\n\r\n",
+    b"POST /environ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+], ids=["headers-and-query", "http10-quoted-path", "chunked"])
+def test_the_app_gets_the_environ_eventlet_gives_it(ports, raw):
+    # When the same request reaches the app under our protocol and under eventlet's own
+    ours, stock = (json.loads(exchange(port, raw)[0][2]) for port in ports)
+    # Then the environ holds the same keys and values, but for the two servers' and clients' ports
+    for seen in (ours, stock):
+        assert seen.pop("REMOTE_PORT").isdigit() and seen.pop("SERVER_PORT").isdigit()
+    assert ours == stock
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /nolength HTTP/1.0\r\nHost: x\r\n\r\n",
+    b"HEAD /nolength HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /dated HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+], ids=["chunked-answer", "http10-answer", "head", "app-dated", "with-length"])
+def test_responses_go_out_as_eventlet_writes_them(ports, raw):
+    # When the app answers without a Content-Length, with header names in any case, or with its own Date
+    ours, stock = (_answer(port, raw, keep_date=True) for port in ports)
+    # Then the bytes are eventlet's: names capitalised, chunks, one Date line (the app's when it gave one)
+    assert _undated(ours) == _undated(stock)
+    assert [line.startswith(b"Date: ") for line in ours.split(b"\r\n")] == \
+        [line.startswith(b"Date: ") for line in stock.split(b"\r\n")]
+    if b"/dated" in raw:
+        assert b"Date: Thu, 01 Jan 1970 00:00:00 GMT" in ours
+
+
+def _undated(received: bytes) -> bytes:
+    return b"\r\n".join(line for line in received.split(b"\r\n") if not line.startswith(b"Date: "))

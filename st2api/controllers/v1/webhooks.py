@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 
 import webob
 
-from st2api.controllers.base import Call, ResourceController, Route, reply
+from st2api.controllers.base import Call, ResourceController, Route, reply, request_body
 from st2common.exceptions import NotFoundError, ValidationError
 from st2common.models.api import trigger as trigger_api
 from st2common.models.api.base import json_type
@@ -140,7 +140,7 @@ def default_trace_tag(hook: str) -> str:
 def read_body(request: webob.Request) -> Any:
     """The body as StackStorm's router reads it for its Content-Type; ValidationError when it cannot."""
     content_type = (request.content_type or "application/json").lower()
-    raw = request.body
+    raw = request_body(request)
     if content_type in FORM_TYPES:
         if content_type == "multipart/form-data":
             return {name: [_form_value(v) for v in request.POST.getall(name)]
