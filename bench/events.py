@@ -76,6 +76,7 @@ from st2common.persistence import db as database  # noqa: E402
 from st2common.persistence.access import Access  # noqa: E402
 from st2common.persistence.embedded import EmbeddedMongo  # noqa: E402
 from st2common.services import triggerinstances, triggers, triggertypes  # noqa: E402
+from st2common.transport import memfolder  # noqa: E402
 from st2common.transport.connection import make_connection  # noqa: E402
 from st2common.transport.publisher import Publisher  # noqa: E402
 from st2common.transport.topology import Topology  # noqa: E402
@@ -289,6 +290,8 @@ def engine_part(args) -> None:
             client.drop_database(settings.database.db_name)
             database.disconnect()
             mongo.stop()
+            # The filesystem bus keeps its messages in shared memory, outside the temporary folder.
+            memfolder.clear_under(folder)
 
 
 # -- part 2: a webhook through a whole platform -----------------------------------------------------

@@ -13,9 +13,12 @@ messages name).
 | RecordWriter     | one insert of rule enforcements, one insert of trace links (a   |
 |                  | link stored before is a conflict: that batch falls back to      |
 |                  | storing each instance's links one by one, skipping the repeats) |
+|                  | then, in the same batch, processing -> processed of the claimed |
+|                  | instances whose records these are (one conditional write)       |
 | StatusWriter     | one conditional write (update many) per status change: the      |
-|                  | claim pending -> processing, the end processing -> processed,   |
-|                  | and pending -> processed of the instances no rule matched       |
+|                  | claim pending -> processing, and pending -> processed of the    |
+|                  | instances no rule matched (finish: processing -> processed of   |
+|                  | instances without records)                                      |
 
 A conditional write of many instances returns how many it moved, not which.
 All of them: each claim won. None: each lost (another engine has them). Some
@@ -48,15 +51,19 @@ Link = tuple[str, Any, "str | None", "tuple[str, str] | None"]
 
 @dataclass
 class Records:
-    """What one trigger instance's enforcement leaves on record: enforcements, and links in its trace."""
+    """What one trigger instance's enforcement leaves on record: enforcements, and links in its trace.
 
-    enforcements: list[RuleEnforcementDB] = field(default_factory=list)
+    The enforcements are RuleEnforcementDB documents in their stored shape
+    (plain dicts, inserted as they are).
+    """
+
+    enforcements: list[dict[str, Any]] = field(default_factory=list)
     trace: TraceDB | None = None
     links: list[Link] = field(default_factory=list)
 
 
 class RecordWriter:
-    """Stores the Records of concurrently enforced trigger instances, two inserts per batch."""
+    """Stores the Records of concurrently enforced trigger instances and finishes them, one batch for all three."""
 
     def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.enforcements = Access(RuleEnforcementDB)
@@ -65,15 +72,34 @@ class RecordWriter:
     def store(self, records: Records) -> None:
         """Store one instance's records; returns once they are written."""
         if records.enforcements or (records.trace is not None and records.links):
-            self._store(records)
+            self._store((records, None))
 
-    def _insert(self, batch: list[Records]) -> list[None]:
+    def store_and_finish(self, records: Records, instance: TriggerInstanceDB) -> bool | None | Exception:
+        """Store a claimed instance's records, then move it processing -> processed: StatusWriter.finish's result.
+
+        A failure to store raises (nothing was finished). A failure of the
+        status write alone is returned, not raised: the records are stored.
+        """
+        return self._store((records, instance))
+
+    def _insert(self, batch: list[tuple[Records, TriggerInstanceDB | None]]) -> list[bool | None | Exception]:
         # Nobody reads these documents back: the ones given are what was stored.
-        self.enforcements.insert_many([doc for records in batch for doc in records.enforcements], reload=False)
+        self.enforcements.insert_raw([doc for records, _ in batch for doc in records.enforcements])
         # A link stored before (a recovered instance's) makes trace_service store that batch's one by one.
-        trace_service.add_links_of([(records.trace, records.links) for records in batch
+        trace_service.add_links_of([(records.trace, records.links) for records, _ in batch
                                     if records.trace is not None and records.links])
-        return [None] * len(batch)
+        finishing = [position for position, (_, instance) in enumerate(batch) if instance is not None]
+        results: list[bool | None | Exception] = [None] * len(batch)
+        if not finishing:
+            return results
+        try:
+            moved = move([batch[position][1] for position in finishing], statuses.TRIGGER_INSTANCE_PROCESSING,
+                         statuses.TRIGGER_INSTANCE_PROCESSED)
+        except Exception as exc:  # the records are stored: only the finish failed
+            moved = [exc] * len(finishing)
+        for position, outcome in zip(finishing, moved):
+            results[position] = outcome
+        return results
 
 
 class RequestWriter:
@@ -124,18 +150,20 @@ class StatusWriter:
 
     @staticmethod
     def _mover(old: str, new: str, batch_size: int) -> Coalescer:
-        def move(batch: list[TriggerInstanceDB]) -> list[bool | None]:
-            # The same instance twice (a duplicate message handled at the same moment): only the first can win.
-            first: dict[str, int] = {}
-            for position, instance in enumerate(batch):
-                first.setdefault(str(instance.pk), position)
-            moved = triggerinstances.move_instances([batch[position] for position in first.values()], old, new)
-            outcome = True if moved == len(first) else False if moved == 0 else None
-            won = set(first.values())
-            results: list[bool | None] = [outcome if position in won else False for position in range(len(batch))]
-            if outcome:
-                for position in won:
-                    batch[position].status = new
-            return results
+        return Coalescer(lambda batch: move(batch, old, new), batch_size)
 
-        return Coalescer(move, batch_size)
+
+def move(batch: list[TriggerInstanceDB], old: str, new: str) -> list[bool | None]:
+    """Move the instances still old to new in one conditional write; per instance, as StatusWriter.claim says."""
+    # The same instance twice (a duplicate message handled at the same moment): only the first can win.
+    first: dict[str, int] = {}
+    for position, instance in enumerate(batch):
+        first.setdefault(str(instance.pk), position)
+    moved = triggerinstances.move_instances([batch[position] for position in first.values()], old, new)
+    outcome = True if moved == len(first) else False if moved == 0 else None
+    won = set(first.values())
+    results: list[bool | None] = [outcome if position in won else False for position in range(len(batch))]
+    if outcome:
+        for position in won:
+            batch[position].status = new
+    return results

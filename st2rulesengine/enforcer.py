@@ -33,8 +33,9 @@ from typing import Any, Callable, Mapping, Sequence
 from st2common import statuses
 from st2common.exceptions import StackStormBaseException
 from st2common.models.api import rule as rule_api
-from st2common.models.api.execution import parameter_schema
+from st2common.models.api.base import merged_parameter_schema, stored
 from st2common.models.api.trigger import trigger_instance_to_api, trigger_to_api, trigger_type_to_api
+from st2common.models.db.base import utcnow
 from st2common.models.db.enforcement import RuleEnforcementDB
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.rule import RuleDB
@@ -65,6 +66,31 @@ class Occurrence:
         return dict(self.instance.payload or {})
 
 
+class Shapes:
+    """API shapes of shared documents (rule index entries, trigger lookups), built once per document object.
+
+    Those documents are never changed in place: a change replaces the object,
+    so the object itself says the shape is current. The shapes are shared by
+    the executions that carry them and must not be changed either.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._built: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
+
+    def of(self, doc: Any, build: Callable[[Any], dict[str, Any]], key: Any = None) -> dict[str, Any]:
+        """build(doc), made once for this object and key."""
+        entry = self._built.get(id(doc))
+        if entry is not None and entry[0] is doc and entry[1] == key:
+            return entry[2]
+        if len(self._built) >= self.limit:
+            # Replaced documents pile up here otherwise.
+            self._built.clear()
+        shape = build(doc)
+        self._built[id(doc)] = (doc, key, shape)
+        return shape
+
+
 class Enforcer:
     """Enforces matched rules: renders their action parameters and requests the executions."""
 
@@ -79,9 +105,10 @@ class Enforcer:
         self.executions = executions.access(None)
         self.writer = writer or RecordWriter()
         self.requests = requests or RequestWriter(publisher)
+        self.shapes = Shapes()
 
     def enforce(self, matches: Sequence[tuple[RuleDB, Rule]], occurrence: Occurrence,
-                records: Records) -> list[RuleEnforcementDB]:
+                records: Records) -> list[dict[str, Any]]:
         """Render the matched rules' action parameters and request their executions; enforcements into records.
 
         The requests are stored with those of the other instances being
@@ -117,12 +144,12 @@ class Enforcer:
         except StackStormBaseException as exc:
             return f'Failed to request action "{rule.action_ref}": {exc}'
 
-    def fail(self, rule_doc: RuleDB, occurrence: Occurrence, reason: str, records: Records) -> RuleEnforcementDB:
+    def fail(self, rule_doc: RuleDB, occurrence: Occurrence, reason: str, records: Records) -> dict[str, Any]:
         """Record a rule whose criteria could not be evaluated for the instance."""
         return self._record(rule_doc, occurrence, None, reason, records, link_rule=False)
 
     def adopt(self, rule_doc: RuleDB, occurrence: Occurrence, execution: ExecutionDB,
-              records: Records) -> RuleEnforcementDB:
+              records: Records) -> dict[str, Any]:
         """Record the enforcement of an execution requested for the instance before its records were stored."""
         if not execution.rule:
             # Requested without its origin (by a version that stored it in a second write).
@@ -135,9 +162,16 @@ class Enforcer:
                  occurrence.instance.pk, execution.pk)
         return self._record(rule_doc, occurrence, execution, None, records, link_rule=True)
 
-    def store(self, records: Records) -> None:
-        """Write an instance's enforcements and trace links (batched with other instances')."""
+    def store(self, records: Records, finishing: TriggerInstanceDB | None = None) -> bool | None | Exception:
+        """Write an instance's enforcements and trace links (batched with other instances').
+
+        finishing: the claimed instance, moved processing -> processed in the
+        same batch; RecordWriter.store_and_finish's result. Else None.
+        """
+        if finishing is not None:
+            return self.writer.store_and_finish(records, finishing)
         self.writer.store(records)
+        return None
 
     def done_for(self, instance: TriggerInstanceDB) -> tuple[set[str], dict[str, ExecutionDB]]:
         """What earlier processing of an instance left: the rule ids enforced, and executions by rule id."""
@@ -162,35 +196,49 @@ class Enforcer:
             context["trace_context"] = trace_service.trace_context(occurrence.trace)
         return context
 
-    @staticmethod
-    def _origin(execution: ExecutionDB, rule_doc: RuleDB, occurrence: Occurrence) -> dict[str, Any]:
+    def _origin(self, execution: ExecutionDB, rule_doc: RuleDB, occurrence: Occurrence) -> dict[str, Any]:
         """The execution's rule, trigger, trigger_type and trigger_instance, as StackStorm's shape has them."""
-        # Secret action parameters of the rule stay out of the copy, as they stay out of API output.
-        origin = {"rule": rule_api.to_api(rule_doc, parameter_schema(execution)),
+        origin = {"rule": self._rule_shape(execution, rule_doc),
                   "trigger_instance": trigger_instance_to_api(occurrence.instance)}
         if occurrence.trigger is not None:
-            origin["trigger"] = trigger_to_api(occurrence.trigger)
+            origin["trigger"] = self.shapes.of(occurrence.trigger, trigger_to_api)
         if occurrence.trigger_type is not None:
-            origin["trigger_type"] = trigger_type_to_api(occurrence.trigger_type)
+            origin["trigger_type"] = self.shapes.of(occurrence.trigger_type, trigger_type_to_api)
         return origin
 
+    def _rule_shape(self, execution: ExecutionDB, rule_doc: RuleDB) -> dict[str, Any]:
+        """rule_doc as the API shows it, its secret action parameters masked as the execution's action declares."""
+        # Secret action parameters of the rule stay out of the copy, as they stay out of API output. Only the
+        # specs of the parameters the rule sets matter, and they are what the shape is kept under.
+        action, runner = stored(execution, "action") or {}, stored(execution, "runner") or {}
+        names = ((stored(rule_doc, "action") or {}).get("parameters") or {}).keys()
+        specs = merged_parameter_schema(
+            {name: spec for name, spec in (runner.get("runner_parameters") or {}).items() if name in names},
+            {name: spec for name, spec in (action.get("parameters") or {}).items() if name in names})
+        return self.shapes.of(rule_doc, lambda doc: rule_api.to_api(doc, specs), specs)
+
     def _record(self, rule_doc: RuleDB, occurrence: Occurrence, execution: ExecutionDB | None,
-                failure: str | None, records: Records, link_rule: bool) -> RuleEnforcementDB:
+                failure: str | None, records: Records, link_rule: bool) -> dict[str, Any]:
         instance_id = str(occurrence.instance.pk)
-        enforcement = RuleEnforcementDB(
-            trigger_instance_id=instance_id,
-            execution_id=str(execution.pk) if execution is not None else None,
-            rule={"ref": rule_doc.ref, "id": str(rule_doc.pk), "uid": rule_doc.uid},
-            status=statuses.ENFORCEMENT_FAILED if failure else statuses.ENFORCEMENT_SUCCEEDED,
-            failure_reason=failure,
-        )
-        records.enforcements.append(enforcement)
+        rule_id = str(rule_doc.pk)
+        # RuleEnforcementDB's stored shape, built here: the document class and its validation cost more than the
+        # insert (every field is known good: ids, the rule's names, a status of ours).
+        enforcement: dict[str, Any] = {
+            "trigger_instance_id": instance_id,
+            "rule": {"ref": rule_doc.ref, "id": rule_id, "uid": rule_doc.uid},
+            "enforced_at": utcnow(),
+            "status": statuses.ENFORCEMENT_FAILED if failure else statuses.ENFORCEMENT_SUCCEEDED,
+        }
+        if execution is not None:
+            enforcement["execution_id"] = str(execution.pk)
         if failure:
+            enforcement["failure_reason"] = failure
             LOG.warning("rule %s failed for trigger instance %s: %s", rule_doc.ref, instance_id, failure)
+        records.enforcements.append(enforcement)
         if occurrence.trace is not None and link_rule:
             records.trace = occurrence.trace
-            records.links.append(trace_service.rule_link(rule_doc.pk, rule_doc.ref, instance_id))
+            records.links.append(trace_service.rule_link(rule_id, rule_doc.ref, instance_id))
             if execution is not None:
-                records.links.append(trace_service.execution_link(execution.pk, execution.action_ref, rule_doc.pk,
+                records.links.append(trace_service.execution_link(execution.pk, execution.action_ref, rule_id,
                                                                   instance_id))
         return enforcement

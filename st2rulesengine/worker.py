@@ -20,8 +20,8 @@ message carries the instance (triggerinstances.dispatch_message):
 | no rule matches         | load, pending -> processed (both batched)                     |
 | enforced by one rule    | load, pending -> processing (batched); the execution request  |
 |                         | (its rule and trigger fields in the same document; batched:   |
-|                         | executions.request_many); records, processing -> processed    |
-|                         | (batched)                                                     |
+|                         | executions.request_many); the enforcement and trace links     |
+|                         | (plain documents) then processing -> processed, in one batch  |
 
 An instance left ``processing`` by an engine that died is finished by the
 sweep (st2rulesengine.sweep, ``recover``): the rules enforced before are not
@@ -139,14 +139,18 @@ class RulesEngine(Handler):
         self.in_hand.add(str(instance.pk))
         try:
             try:
-                self.enforce(instance, evaluation, self._trace(instance, body), requested)
+                finished = self.enforce(instance, evaluation, self._trace(instance, body), requested, finish=not via)
             except Exception:  # a bug or the database going away: the record says so, the queue goes on
                 LOG.exception("rules engine: trigger instance %s failed", instance.pk)
                 if instance.status != statuses.TRIGGER_INSTANCE_PROCESSING_FAILED:
                     triggerinstances.update_instance_status(instance, statuses.TRIGGER_INSTANCE_PROCESSING_FAILED)
                 return False
             if not via:
-                return bool(self.statuses.finish(instance))
+                if isinstance(finished, Exception):
+                    # Only processing -> processed failed, the records are stored: the message is retried
+                    # (and finds the instance processing), the sweep finishes it.
+                    raise finished
+                return bool(finished)
             return triggerinstances.update_instance_status(instance, statuses.TRIGGER_INSTANCE_PROCESSED,
                                                            via=via) is not None
         finally:
@@ -170,17 +174,20 @@ class RulesEngine(Handler):
         return Evaluation(trigger, type_ref, outcome, {rule.id: doc for rule, doc in candidates})
 
     def enforce(self, instance: TriggerInstanceDB, evaluation: Evaluation, trace: TraceDB,
-                requested: Mapping[str, Any] | None = None) -> list:
-        """Record the rules that errored and enforce the matches of a claimed instance; the enforcements.
+                requested: Mapping[str, Any] | None = None, finish: bool = False) -> bool | None | Exception:
+        """Record the rules that errored and enforce the matches of a claimed instance.
 
         requested: executions by rule id that an earlier attempt requested
         without recording them; those rules are recorded, not requested again.
+        finish: move the instance processing -> processed in the same batch as
+        its records, and return StatusWriter.finish's result (or the error of
+        that write alone, the records being stored); else None.
         """
         requested = requested or {}
         occurrence = Occurrence(instance, evaluation.trigger, triggers.lookup_trigger_type(evaluation.type_ref), trace)
         records = Records()
-        enforcements = [self.enforcer.fail(evaluation.docs[failed.rule.id], occurrence, failed.error, records)
-                        for failed in evaluation.outcome.failed]
+        for failed in evaluation.outcome.failed:
+            self.enforcer.fail(evaluation.docs[failed.rule.id], occurrence, failed.error, records)
         to_request = []
         for match in evaluation.outcome.matched:
             rule_doc = evaluation.docs[match.rule.id]
@@ -188,13 +195,12 @@ class RulesEngine(Handler):
                 to_request.append((rule_doc, match.rule))
                 continue
             try:
-                enforcements.append(self.enforcer.adopt(rule_doc, occurrence, requested[match.rule.id], records))
+                self.enforcer.adopt(rule_doc, occurrence, requested[match.rule.id], records)
             except StackStormBaseException as exc:
                 # One rule that could not be recorded must not stop the others.
                 LOG.error("rule %s for trigger instance %s: %s", match.rule.ref, instance.pk, exc)
-        enforcements.extend(self.enforcer.enforce(to_request, occurrence, records))
-        self.enforcer.store(records)
-        return enforcements
+        self.enforcer.enforce(to_request, occurrence, records)
+        return self.enforcer.store(records, instance if finish else None)
 
     def _load(self, instance_id: Any) -> TriggerInstanceDB | None:
         try:

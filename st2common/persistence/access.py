@@ -479,6 +479,26 @@ class Access(Generic[T]):
         finally:
             _written(self.model)
 
+    def insert_raw(self, docs: list[dict[str, Any]]) -> None:
+        """Ordered bulk insert of documents already in their stored shape; no validation, no events.
+
+        For hot-path records built by their own code (rule enforcements, trace
+        links), where building and validating mongoengine documents costs more
+        than the write. A clash is a ConflictError, as in insert_many.
+        """
+        if not docs:
+            return
+        try:
+            self.model._get_collection().insert_many(docs, ordered=True)
+        except PyMongoError as exc:
+            details = getattr(exc, "details", None) or {}
+            codes = {error.get("code") for error in details.get("writeErrors", ())}
+            if isinstance(exc, DuplicateKeyError) or 11000 in codes or "11000" in str(exc):
+                raise ConflictError(f"{self.resource_type} conflicts with an existing one: {exc}") from exc
+            raise DatabaseError(f"inserting {self.resource_type}: {exc}") from exc
+        finally:
+            _written(self.model)
+
     def delete(self, doc: T, publish: bool = True) -> None:
         """Delete doc and publish its deletion."""
         try:

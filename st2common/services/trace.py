@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping
 from bson import ObjectId
 
 from st2common.exceptions import ConflictError, ValidationError
+from st2common.models.db.base import utcnow
 from st2common.models.db.trace import (
     COMPONENT_EXECUTION, COMPONENT_RULE, COMPONENT_TRIGGER_INSTANCE, TraceComponentDB, TraceDB,
 )
@@ -196,14 +197,26 @@ def _link(trace: TraceDB, component_type: str, object_id: Any, ref: str | None,
     return link
 
 
+def _link_document(trace_id: str, kind: str, object_id: Any, ref: str | None,
+                   cause: tuple[str, str] | None) -> dict[str, Any]:
+    """A link in its stored shape (TraceComponentDB's fields, unset ones left out), ready for a raw insert."""
+    object_id = str(object_id)
+    doc = {"trace_id": trace_id, "component_type": kind, "object_id": object_id, "updated_at": utcnow(),
+           "link_key": TraceComponentDB.make_link_key(trace_id, kind, object_id, cause[1] if cause else None)}
+    if ref is not None:
+        doc["ref"] = ref
+    if cause:
+        doc["caused_by_type"], doc["caused_by_id"] = cause
+    return doc
+
+
 def add_links(trace: TraceDB, links: Iterable[tuple[str, Any, str | None, tuple[str, str] | None]]) -> int:
     """Store several links (component type, object id, ref, caused_by) in one insert; how many were new."""
     links = list(links)
-    docs = [TraceComponentDB(trace_id=str(trace.pk), component_type=kind, object_id=str(object_id), ref=ref,
-                             caused_by_type=cause[0] if cause else None, caused_by_id=cause[1] if cause else None)
-            for kind, object_id, ref, cause in links]
+    trace_id = str(trace.pk)
     try:
-        return len(Access(TraceComponentDB).insert_many(docs, reload=False))
+        Access(TraceComponentDB).insert_raw([_link_document(trace_id, *link) for link in links])
+        return len(links)
     except ConflictError:
         # A repeat of earlier work: store the missing ones one by one.
         return sum(1 for kind, object_id, ref, cause in links
@@ -212,11 +225,10 @@ def add_links(trace: TraceDB, links: Iterable[tuple[str, Any, str | None, tuple[
 
 def add_links_of(traces_links: list[tuple[TraceDB, list[tuple[str, Any, str | None, tuple[str, str] | None]]]]) -> None:
     """Store the links of several traces in one insert (those stored before: one by one, skipping repeats)."""
-    docs = [TraceComponentDB(trace_id=str(trace.pk), component_type=kind, object_id=str(object_id), ref=ref,
-                             caused_by_type=cause[0] if cause else None, caused_by_id=cause[1] if cause else None)
-            for trace, links in traces_links for kind, object_id, ref, cause in links]
+    # Built as plain documents: a mongoengine document and its validation cost more than the insert.
+    docs = [_link_document(str(trace.pk), *link) for trace, links in traces_links for link in links]
     try:
-        Access(TraceComponentDB).insert_many(docs, reload=False)
+        Access(TraceComponentDB).insert_raw(docs)
     except ConflictError:
         for trace, links in traces_links:
             add_links(trace, links)
