@@ -46,6 +46,20 @@ RECV_SIZE = 1 << 20
 SEND_TIMEOUT = 30.0
 
 
+class _Sections(list):
+    """A message's sections whose text form is short.
+
+    nx-27017's handle_insert formats its sections into a debug f-string on
+    every call, logged or not: the repr of every document inserted, about a
+    tenth of an insert's CPU.
+    """
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} sections>"
+
+    __str__ = __repr__
+
+
 class Client:
     """One connection: its socket, the bytes of its next message so far, its id for cursors."""
 
@@ -135,7 +149,7 @@ class WireServer:
             try:
                 msg = OP_MSG.parse(message)
                 msg["_conn_id"] = conn_id
-                sections = msg["sections"]
+                sections = msg["sections"] = _Sections(msg["sections"])
                 inserts = any(kind == "payload_docs" or (kind == "body" and isinstance(body, dict) and "insert" in body)
                               for kind, body in sections)
                 _, document = (self.handler.handle_insert if inserts else self.handler.handle_command)(msg)
