@@ -35,8 +35,9 @@ def purge_updates(platform) -> None:
         platform.publisher.topology.work_queue("workflow.action.update")(conn.channel()).purge()
 
 
-def stop_before_storing_step3(platform):
-    """A slow chain whose engine requested step3's child and stopped while it ran."""
+def apply_step2_then_stop(platform, defer: bool):
+    """A slow chain whose engine, stopped while step2 ran, is replaced by one that applies step2's
+    completion and requests step3's child, then stops too; (the execution, step2's task, the outcome)."""
     execution = platform.request("wf_pack.slow_chain", {"pause": 0.2})
     step = platform.wait_for_task(execution, "step2", statuses.RUNNING)
     platform.engines.pop().stop()
@@ -47,9 +48,15 @@ def stop_before_storing_step3(platform):
     task = crashed.task(orquesta["task_execution_id"], orquesta["workflow_execution_id"])
     event = crashed.event(step, task)
     outcome = crashed.mutate(task.workflow_execution, lambda _w, conductor: crashed.apply(conductor, [event]),
-                             before_write=crashed.recording([(task, step)]))
+                             before_write=crashed.recording([(task, step)], defer=defer))
     assert [t.task_id for t in outcome.next_tasks] == ["step3"]
     assert not crashed.request_children(outcome.workflow, outcome.next_tasks)
+    return execution, task, outcome
+
+
+def stop_before_storing_step3(platform):
+    """A slow chain whose engine requested step3's child and stopped while it ran."""
+    execution, task, outcome = apply_step2_then_stop(platform, defer=False)
     # step2's record was stored by the write that applied its completion; step3's only its pending entry names
     records = Access(TaskExecutionDB)
     assert records.get_by_id(task.pk).status == statuses.SUCCEEDED
@@ -218,18 +225,7 @@ def test_a_task_whose_child_cannot_be_requested_fails_the_workflow_with_its_reco
 
 def test_a_record_left_to_store_after_its_write_is_stored_by_the_next_engine(platform):
     # Given an engine that applied step2's completion, requested step3, and stopped before storing step2's record
-    execution = platform.request("wf_pack.slow_chain", {"pause": 0.2})
-    step = platform.wait_for_task(execution, "step2", statuses.RUNNING)
-    platform.engines.pop().stop()
-    step = platform.wait_for(step.pk, statuses.COMPLETED)
-    purge_updates(platform)
-    crashed = WorkflowService(platform.settings, platform.publisher)
-    orquesta = step.context["orquesta"]
-    task = crashed.task(orquesta["task_execution_id"], orquesta["workflow_execution_id"])
-    event = crashed.event(step, task)
-    outcome = crashed.mutate(task.workflow_execution, lambda _w, conductor: crashed.apply(conductor, [event]),
-                             before_write=crashed.recording([(task, step)], defer=True))
-    assert not crashed.request_children(outcome.workflow, outcome.next_tasks)
+    execution, task, outcome = apply_step2_then_stop(platform, defer=True)
     records = Access(TaskExecutionDB)
     assert records.query({"id": task.pk}) == []
     # The write kept step2's pending entry, marked, beside step3's
