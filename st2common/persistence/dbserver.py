@@ -43,8 +43,7 @@ LOG = logging.getLogger("st2.dbserver")
 
 RECV_SIZE = 1 << 20
 # A client that stops reading its reply stalls every other one; past this it is dropped.
-SEND_TIMEOUT = 30
-_SEND_TIMEVAL = struct.pack("ll", SEND_TIMEOUT, 0)
+SEND_TIMEOUT = 30.0
 
 
 class _Sections(list):
@@ -109,9 +108,7 @@ class WireServer:
             return
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Blocking, with the kernel's send timeout: a Python timeout would poll before every recv and send.
-        sock.setblocking(True)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _SEND_TIMEVAL)
+        sock.settimeout(SEND_TIMEOUT)
         client = Client(sock)
         self.selector.register(sock, selectors.EVENT_READ, client)
         self.handler.increment_connections()
