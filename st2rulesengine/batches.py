@@ -75,7 +75,9 @@ class RecordWriter:
             self._store((records, None))
 
     def store_and_finish(self, records: Records, instance: TriggerInstanceDB) -> bool | None | Exception:
-        """Store a claimed instance's records, then move it processing -> processed: StatusWriter.finish's result.
+        """Store a claimed instance's records, then move it processing -> processed.
+
+        The result is what StatusWriter.finish would answer for it: True, False (the sweep took it over), None.
 
         A failure to store raises (nothing was finished). A failure of the
         status write alone is returned, not raised: the records are stored.

@@ -180,7 +180,7 @@ class RulesEngine(Handler):
         requested: executions by rule id that an earlier attempt requested
         without recording them; those rules are recorded, not requested again.
         finish: move the instance processing -> processed in the same batch as
-        its records, and return StatusWriter.finish's result (or the error of
+        its records, and return RecordWriter.store_and_finish's result (or the error of
         that write alone, the records being stored); else None.
         """
         requested = requested or {}
