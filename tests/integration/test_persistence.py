@@ -239,6 +239,22 @@ def test_in_place_change_to_a_list_item_is_saved(db):
     assert again.log == [{"status": "scheduled"}] and again.children == ["a", "c"]
 
 
+def test_a_document_inserted_without_reload_saves_only_later_changes(db):
+    # Given executions inserted in bulk and kept (not read back)
+    access = Access(ExecutionDB)
+    first, second = access.insert_many([make_execution(context={"user": "a"}), make_execution()], reload=False)
+    # Then they carry no change marks from before the insert
+    assert first._get_changed_fields() == [] and second._get_changed_fields() == []
+    # And a change made afterwards, nested or not, is what the next save writes
+    access.update_if(first.pk, {}, {"status": "scheduled"}, publish=False)
+    first.context["user"] = "b"
+    assert first._get_changed_fields() == ["context"]
+    access.add_or_update(first, publish=False)
+    again = access.get_by_id(first.pk)
+    # (the status written in between is not overwritten by the save of the stale copy)
+    assert again.context == {"user": "b"} and again.status == "scheduled"
+
+
 def test_five_megabyte_documents(db):
     access = Access(ExecutionDB)
     big = "x" * (5 * 1024 * 1024)
