@@ -132,6 +132,35 @@ def test_many_clients_writing_at_once_each_see_their_own_writes(server):
         client.close()
 
 
+def test_a_batch_insert_keeps_what_came_before_a_clash_and_refuses_what_json_cannot_hold(server):
+    client = pymongo.MongoClient(server.url)
+    try:
+        things = client.st2.things
+        things.insert_one({"_id": "b", "n": 0})
+        # Ordered: the documents before the clash are stored, the rest are not
+        with pytest.raises(pymongo.errors.BulkWriteError) as ordered:
+            things.insert_many([{"_id": "a"}, {"_id": "b"}, {"_id": "c"}], ordered=True)
+        assert [(e["index"], e["code"]) for e in ordered.value.details["writeErrors"]] == [(1, 11000)]
+        assert sorted(doc["_id"] for doc in things.find()) == ["a", "b"]
+        # Unordered: every other document is stored
+        with pytest.raises(pymongo.errors.BulkWriteError):
+            things.insert_many([{"_id": "d"}, {"_id": "b"}, {"_id": "e"}], ordered=False)
+        assert sorted(doc["_id"] for doc in things.find()) == ["a", "b", "d", "e"]
+        # A value JSON cannot hold is refused, not stored as invalid text
+        with pytest.raises(pymongo.errors.PyMongoError):
+            things.insert_one({"_id": "nan", "x": float("nan")})
+        assert things.find_one({"_id": "nan"}) is None
+        # Nested values, bytes and ids come back as they went in
+        oid = bson.ObjectId()
+        things.insert_one({"_id": "deep", "ref": oid, "blob": b"\x00\x01", "list": [{"a": [1, {"b": None}]}]})
+        doc = things.find_one({"_id": "deep"})
+        assert doc["ref"] == oid and bytes(doc["blob"]) == b"\x00\x01" and doc["list"] == [{"a": [1, {"b": None}]}]
+        # And a new document gets its id from the server when none is given
+        assert isinstance(things.insert_one({"n": 5}).inserted_id, bson.ObjectId)
+    finally:
+        client.close()
+
+
 def test_the_file_is_the_servers_alone_and_keeps_its_data_across_a_restart(server):
     client = pymongo.MongoClient(server.url)
     client.st2.things.insert_one({"_id": "kept", "value": 42})
