@@ -18,6 +18,8 @@ Run as ``python -m st2common.persistence.dbserver --db FILE --port N ...``
 from __future__ import annotations
 
 import argparse
+import copy
+import datetime
 import logging
 import os
 import selectors
@@ -30,6 +32,8 @@ from pathlib import Path
 
 from neosqlite._sqlite import sqlite3
 from neosqlite.collection.json_helpers import neosqlite_json_dumps
+from neosqlite.binary import Binary
+from neosqlite.collection.query_helper import update_operations
 from neosqlite.collection.query_helper.crud_operations import CRUDOperationsMixin
 from neosqlite.collection.query_helper.utils import _convert_bytes_to_binary
 from neosqlite.exceptions import MalformedDocument
@@ -243,10 +247,32 @@ def _insert(self, document):
     return generated_id
 
 
+# Leaves of a stored document that nothing changes in place: shared by a copy.
+_SHARED = frozenset({str, int, float, bool, type(None), datetime.datetime, ObjectId, Binary})
+
+
+def _tree_copy(value):
+    """copy.deepcopy for a document read from the database: new dicts and lists, the same leaves.
+
+    neosqlite copies the stored document before applying an update in Python
+    (so the old one can be compared and returned); deepcopy's memo and
+    per-object dispatch made that copy most of an update's CPU.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {key: _tree_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [_tree_copy(item) for item in value]
+    if kind in _SHARED:
+        return value
+    return copy.deepcopy(value)
+
+
 def open_handler(db_path: str) -> NeoSQLiteHandler:
     """nx-27017's handler on one SQLite file, locked for this process alone."""
-    # This process is the server: every insert of it goes through the lean path.
+    # This process is the server: every insert and update of it goes through the lean paths.
     CRUDOperationsMixin._internal_insert = _insert
+    update_operations.deepcopy = _tree_copy
     handler = Handler(db_path, journal_mode="WAL")
     handler.conn.db.execute("PRAGMA locking_mode=EXCLUSIVE")
     return handler

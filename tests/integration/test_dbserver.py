@@ -8,6 +8,7 @@ clients at once, and a restart keeping what was written.
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import sqlite3
@@ -157,6 +158,29 @@ def test_a_batch_insert_keeps_what_came_before_a_clash_and_refuses_what_json_can
         assert doc["ref"] == oid and bytes(doc["blob"]) == b"\x00\x01" and doc["list"] == [{"a": [1, {"b": None}]}]
         # And a new document gets its id from the server when none is given
         assert isinstance(things.insert_one({"n": 5}).inserted_id, bson.ObjectId)
+    finally:
+        client.close()
+
+
+def test_an_update_leaves_the_document_it_started_from_as_it_was(server):
+    client = pymongo.MongoClient(server.url)
+    try:
+        things = client.st2.things
+        stamp = datetime.datetime(2026, 11, 21, 19, 0, 0, 123000)
+        things.insert_one({"_id": "x", "log": [{"status": "requested", "at": stamp}], "nested": {"list": [1]}})
+        # "$pull" of a field nobody has takes the update onto its Python path (as Access's writes do)
+        before = things.find_one_and_update(
+            {"_id": "x"}, {"$set": {"log": [{"status": "requested", "at": stamp}, {"status": "running", "at": stamp}],
+                                    "nested.list": [1, 2]}, "$pull": {"_none": 1}},
+            return_document=pymongo.ReturnDocument.BEFORE)
+        assert before["log"] == [{"status": "requested", "at": stamp}] and before["nested"] == {"list": [1]}
+        after = things.find_one({"_id": "x"})
+        assert [entry["status"] for entry in after["log"]] == ["requested", "running"]
+        assert after["log"][1]["at"] == stamp and after["nested"] == {"list": [1, 2]}
+        # A change made in place on the copy (a push into a list it holds) is a change, and is stored
+        things.update_one({"_id": "x"}, {"$set": {"tags": ["a"]}})
+        assert things.update_one({"_id": "x"}, {"$push": {"tags": "b"}, "$pull": {"_none": 1}}).modified_count == 1
+        assert things.find_one({"_id": "x"})["tags"] == ["a", "b"]
     finally:
         client.close()
 
