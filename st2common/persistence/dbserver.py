@@ -18,8 +18,6 @@ Run as ``python -m st2common.persistence.dbserver --db FILE --port N ...``
 from __future__ import annotations
 
 import argparse
-import copy
-import datetime
 import logging
 import os
 import selectors
@@ -30,15 +28,6 @@ import sys
 import uuid
 from pathlib import Path
 
-from neosqlite._sqlite import sqlite3
-from neosqlite.collection.json_helpers import neosqlite_json_dumps
-from neosqlite.binary import Binary
-from neosqlite.collection.query_helper import update_operations
-from neosqlite.collection.query_helper.crud_operations import CRUDOperationsMixin
-from neosqlite.collection.query_helper.utils import _convert_bytes_to_binary
-from neosqlite.exceptions import MalformedDocument
-from neosqlite.objectid import ObjectId
-from neosqlite.sql_utils import quote_table_name
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.wire_protocol import (
     MAX_MESSAGE_SIZE_BYTES,
@@ -49,6 +38,8 @@ from nx_27017.wire_protocol import (
     WireProtocol,
     _get_next_request_id,
 )
+
+from st2common.persistence import dbwrites
 
 LOG = logging.getLogger("st2.dbserver")
 
@@ -192,13 +183,36 @@ class WireServer:
 
 
 class Handler(NeoSQLiteHandler):
-    """nx-27017's handler, the documents of one insert command stored in one transaction.
+    """nx-27017's handler, with the simple updates of st2common.persistence.dbwrites and one transaction per insert.
 
-    In autocommit mode every document is a transaction of its own, which
-    writes the table's and each index's pages to the log again. A savepoint
-    opens a transaction where there is none and nests in a client's. What was
-    stored before a failure is kept, as it was document by document.
+    In autocommit mode every document inserted is a transaction of its own,
+    which writes the table's and each index's pages to the log again. A
+    savepoint opens a transaction where there is none and nests in a
+    client's. What was stored before a failure is kept, as it was document by
+    document.
     """
+
+    def handle_command(self, msg):
+        """A simple update or findAndModify as one SQL statement, anything else as nx-27017 does it."""
+        command, updates = None, None
+        for kind, body in msg.get("sections") or ():
+            if kind == "body":
+                command = body
+            elif kind == "payload" and isinstance(body, dict) and "updates" in body:
+                updates = body["updates"]
+        if isinstance(command, dict):
+            db_name = command.get("$db", "test")
+            reply = None
+            with self._lock_for(db_name):
+                # (findAndModify's command has an "update" field too)
+                if "findAndModify" in command:
+                    reply = dbwrites.find_and_modify(self, command, db_name)
+                elif "update" in command:
+                    reply = dbwrites.update(self, command if updates is None else {**command, "updates": updates},
+                                            db_name)
+            if reply is not None:
+                return msg["request_id"], reply
+        return super().handle_command(msg)
 
     def handle_insert(self, msg):
         """Insert the command's documents (nx-27017's handle_insert) inside one savepoint."""
@@ -218,61 +232,10 @@ class Handler(NeoSQLiteHandler):
         return True  # not a shape this wrapper knows: nx-27017 alone
 
 
-def _insert(self, document):
-    """neosqlite's _internal_insert without its deepcopy and its JSON validation query.
-
-    Converting bytes to Binary already builds new dicts and lists, so the
-    caller's document is not touched (but for its ``_id``, as before); and
-    json.dumps writes valid JSON once NaN and infinities are refused (they
-    were refused by the validation). The two were about a sixth of the
-    server's CPU on insert-heavy loads.
-    """
-    if not isinstance(document, dict):
-        raise MalformedDocument(f"document must be a dictionary, not a {type(document)}")
-    doc_to_insert = _convert_bytes_to_binary(document)
-    original_has_id = "_id" in document
-    generated_id = ObjectId() if not original_has_id or document["_id"] is None else document["_id"]
-    doc_to_insert["_id"] = generated_id
-    try:
-        json_str = neosqlite_json_dumps(doc_to_insert, allow_nan=False)
-    except ValueError as exc:
-        raise ValueError(f"Invalid JSON document: {exc}") from exc
-    cursor = self.collection.db.execute(
-        f"INSERT INTO {quote_table_name(self.collection.name)}(data, _id) VALUES (?, ?)",
-        (json_str, str(generated_id)))
-    if cursor.lastrowid is None:
-        raise sqlite3.Error("Failed to get last row id.")
-    if not original_has_id:
-        document["_id"] = generated_id
-    return generated_id
-
-
-# Leaves of a stored document that nothing changes in place: shared by a copy.
-_SHARED = frozenset({str, int, float, bool, type(None), datetime.datetime, ObjectId, Binary})
-
-
-def _tree_copy(value):
-    """copy.deepcopy for a document read from the database: new dicts and lists, the same leaves.
-
-    neosqlite copies the stored document before applying an update in Python
-    (so the old one can be compared and returned); deepcopy's memo and
-    per-object dispatch made that copy most of an update's CPU.
-    """
-    kind = type(value)
-    if kind is dict:
-        return {key: _tree_copy(item) for key, item in value.items()}
-    if kind is list:
-        return [_tree_copy(item) for item in value]
-    if kind in _SHARED:
-        return value
-    return copy.deepcopy(value)
-
-
 def open_handler(db_path: str) -> NeoSQLiteHandler:
     """nx-27017's handler on one SQLite file, locked for this process alone."""
-    # This process is the server: every insert and update of it goes through the lean paths.
-    CRUDOperationsMixin._internal_insert = _insert
-    update_operations.deepcopy = _tree_copy
+    # This process is the server: neosqlite's inserts and updates of it take the lean paths.
+    dbwrites.install()
     handler = Handler(db_path, journal_mode="WAL")
     handler.conn.db.execute("PRAGMA locking_mode=EXCLUSIVE")
     return handler

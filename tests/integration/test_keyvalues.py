@@ -100,8 +100,13 @@ def test_an_item_with_ttl_1_is_gone_after_2_seconds_and_purged(store):
     started = time.monotonic()
     store.set("short", "lived", ttl=1)
     # Read at once: under load the other writes below can take most of the second.
-    shown = store.get("short")
-    assert shown["value"] == "lived" and shown["expire_timestamp"].endswith("Z")
+    try:
+        shown = store.get("short")
+    except NotFoundError:
+        # Only a machine so busy that the set and this read took the whole second gets here.
+        assert time.monotonic() - started >= 1.0, "the item was gone before its second was up"
+    else:
+        assert shown["value"] == "lived" and shown["expire_timestamp"].endswith("Z")
     store.set("short.secret", "lived", ttl=1, secret=True)
     store.set("long", "lived")
     # When 2 seconds have passed

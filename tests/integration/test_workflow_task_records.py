@@ -129,11 +129,16 @@ def test_a_task_execution_is_stored_once_its_task_completes(platform):
     assert records.query({"id": task_id}) == []
     pending = Access(WorkflowExecutionDB).get_by_id(step.context["orquesta"]["workflow_execution_id"]).pending
     assert task_id in [p["task_execution_id"] for p in pending]
-    # (step1's entry may stay, marked, until the next write: its record was stored just after the last one)
+    # (step1's entry may stay, marked, until the next write: its record is stored just after step2 is
+    # requested, so on a busy machine step2 may start first)
     for entry in pending:
         if entry["task_execution_id"] != task_id:
             assert entry["task_id"] == "step1" and entry["unrecorded"]
-            assert records.get_by_id(entry["task_execution_id"]).status == statuses.SUCCEEDED
+            deadline = time.monotonic() + 10
+            while not (stored := records.query({"id": entry["task_execution_id"]})):
+                assert time.monotonic() < deadline, "step1's task execution was never stored"
+                time.sleep(0.01)
+            assert stored[0].status == statuses.SUCCEEDED
     # And once the workflow is done, every task's is stored with its child's status and result
     assert_ran_once_with_records(platform, execution, None)
 

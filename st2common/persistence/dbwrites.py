@@ -1,0 +1,300 @@
+"""The embedded database server's lean write paths, beside nx-27017's own.
+
+neosqlite (under nx-27017) applies an update by loading the stored document,
+deep-copying it, changing the copy in Python and writing it back whole; for
+the small documents of this platform that machinery, not SQLite, is most of
+a write's CPU. The shapes the services send on their hot paths are simple:
+
+| command        | taken here when                                                   |
+| -------------- | ----------------------------------------------------------------- |
+| update         | one statement, no upsert, no array filters; the filter is ``_id`` |
+|                | (an ObjectId or ``$in`` of them) and equalities of top-level      |
+|                | fields to strings or integers; the update ``$set`` / ``$unset``   |
+|                | / ``$inc`` of top-level fields (``$pull`` of fields the documents |
+|                | do not have is the nothing it is)                                 |
+| findAndModify  | the same, for one ``_id``, without projection or upsert           |
+
+Those run as one SQL UPDATE with SQLite's JSON functions, the new values
+encoded as neosqlite encodes them (so a datetime is stored as a date, and
+reads see no difference). Anything else, and any such command that matches
+fewer documents than it names (so that the full matching rules decide,
+arrays and all), goes to nx-27017 unchanged, as does one SQLite refuses
+(a unique index: nx-27017 answers the error as it does).
+
+Inserts keep nx-27017's path, with neosqlite's per-document work made lean
+(``lean_insert``), and updates that do go to neosqlite copy the stored
+document cheaply (``tree_copy``); ``install`` puts both in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import re
+from typing import Any
+
+from bson import ObjectId as BsonObjectId
+from neosqlite._sqlite import sqlite3
+from neosqlite.binary import Binary
+from neosqlite.collection.json_helpers import neosqlite_json_dumps
+from neosqlite.collection.query_helper import update_operations
+from neosqlite.collection.query_helper.crud_operations import CRUDOperationsMixin
+from neosqlite.collection.query_helper.utils import _convert_bytes_to_binary
+from neosqlite.exceptions import MalformedDocument
+from neosqlite.objectid import ObjectId
+from neosqlite.sql_utils import quote_table_name
+from nx_27017.utils import convert_bson_to_neo_objectids
+
+# A top-level field name that is safe to put in a JSON path literal.
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Keys of a command document that change nothing about what the write does.
+_ROUTINE = frozenset({"$db", "lsid", "ordered", "$clusterTime", "$readPreference", "bypassDocumentValidation"})
+
+
+def install() -> None:
+    """Make neosqlite's insert and Python-update paths lean in this process (the database server's)."""
+    CRUDOperationsMixin._internal_insert = lean_insert
+    update_operations.deepcopy = tree_copy
+
+
+# -- neosqlite's own paths, lean -------------------------------------------------------
+
+def lean_insert(self, document):
+    """neosqlite's _internal_insert without its deepcopy and its JSON validation query.
+
+    Converting bytes to Binary already builds new dicts and lists, so the
+    caller's document is not touched (but for its ``_id``, as before); and
+    json.dumps writes valid JSON once NaN and infinities are refused (they
+    were refused by the validation). The two were about a sixth of the
+    server's CPU on insert-heavy loads.
+    """
+    if not isinstance(document, dict):
+        raise MalformedDocument(f"document must be a dictionary, not a {type(document)}")
+    doc_to_insert = _convert_bytes_to_binary(document)
+    original_has_id = "_id" in document
+    generated_id = ObjectId() if not original_has_id or document["_id"] is None else document["_id"]
+    doc_to_insert["_id"] = generated_id
+    try:
+        json_str = neosqlite_json_dumps(doc_to_insert, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(f"Invalid JSON document: {exc}") from exc
+    cursor = self.collection.db.execute(
+        f"INSERT INTO {quote_table_name(self.collection.name)}(data, _id) VALUES (?, ?)",
+        (json_str, str(generated_id)))
+    if cursor.lastrowid is None:
+        raise sqlite3.Error("Failed to get last row id.")
+    if not original_has_id:
+        document["_id"] = generated_id
+    return generated_id
+
+
+# Leaves of a stored document that nothing changes in place: shared by a copy.
+_SHARED = frozenset({str, int, float, bool, type(None), datetime.datetime, ObjectId, Binary})
+
+
+def tree_copy(value):
+    """copy.deepcopy for a document read from the database: new dicts and lists, the same leaves.
+
+    neosqlite copies the stored document before applying an update in Python
+    (so the old one can be compared and returned); deepcopy's memo and
+    per-object dispatch made that copy most of an update's CPU.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {key: tree_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [tree_copy(item) for item in value]
+    if kind in _SHARED:
+        return value
+    return copy.deepcopy(value)
+
+
+# -- updates as one SQL statement ---------------------------------------------------------
+
+class _Plan:
+    """A simple update turned into SQL: which rows, the new data expression, and its parameters."""
+
+    __slots__ = ("ids", "conditions", "condition_params", "guards", "expression", "params", "changes")
+
+    def __init__(self, ids: list[str], conditions: list[str], condition_params: list[Any], guards: list[str],
+                 expression: str, params: list[Any], changes: bool) -> None:
+        self.ids = ids
+        self.conditions = conditions
+        self.condition_params = condition_params
+        # What must hold of every matched document for the SQL to mean what Mongo's update means.
+        self.guards = guards
+        self.expression = expression
+        self.params = params
+        # Whether every matched document is certainly changed (a counter moved, a field
+        # the filter pins set to something else): then nothing needs comparing.
+        self.changes = changes
+
+
+def _encode(value: Any) -> str:
+    """A value as neosqlite stores it inside a document (JSON text; datetimes as dates)."""
+    return neosqlite_json_dumps(_convert_bytes_to_binary(convert_bson_to_neo_objectids(value)), allow_nan=False)
+
+
+def _plan(query: Any, update: Any) -> _Plan | None:
+    """The SQL of a filter and update this module takes, or None."""
+    if not isinstance(query, dict) or not isinstance(update, dict) or not update:
+        return None
+    ids: list[str] | None = None
+    conditions: list[str] = []
+    condition_params: list[Any] = []
+    pinned: dict[str, Any] = {}
+    for name, expected in query.items():
+        if name == "_id":
+            if isinstance(expected, BsonObjectId):
+                ids = [str(expected)]
+            elif (isinstance(expected, dict) and list(expected) == ["$in"] and isinstance(expected["$in"], list)
+                  and expected["$in"] and all(isinstance(oid, BsonObjectId) for oid in expected["$in"])):
+                ids = list(dict.fromkeys(str(oid) for oid in expected["$in"]))
+            else:
+                return None
+        elif _FIELD.match(name) and (isinstance(expected, str)
+                                     or (isinstance(expected, int) and not isinstance(expected, bool))):
+            conditions.append(f"json_extract(data, '$.{name}') = ?")
+            condition_params.append(expected)
+            pinned[name] = expected
+        else:
+            return None
+    if ids is None:
+        return None
+    removed: list[str] = []
+    settings: list[str] = []
+    params: list[Any] = []
+    guards: list[str] = []
+    seen: set[str] = set()
+    changes = False
+    for operator, fields in update.items():
+        if not isinstance(fields, dict) or not fields:
+            return None
+        for name, value in fields.items():
+            if not _FIELD.match(name) or name == "_id" or name in seen:
+                return None
+            seen.add(name)
+            if operator == "$set":
+                try:
+                    params.append(_encode(value))
+                except (TypeError, ValueError):
+                    return None
+                settings.append(f"'$.{name}', json(?)")
+                if name in pinned and type(value) is type(pinned[name]) and value != pinned[name]:
+                    changes = True
+            elif operator == "$unset":
+                removed.append(f"'$.{name}'")
+            elif operator == "$inc" and isinstance(value, int) and not isinstance(value, bool):
+                settings.append(f"'$.{name}', COALESCE(json_extract(data, '$.{name}'), 0) + ?")
+                params.append(value)
+                changes = changes or value != 0
+                # Mongo refuses $inc of a non-number: nx-27017 says so.
+                guards.append(f"json_type(data, '$.{name}') IS NULL OR json_type(data, '$.{name}') IN "
+                              f"('integer', 'real')")
+            elif operator == "$pull":
+                # Of a field the document does not have: nothing. Of one it has: nx-27017's work.
+                guards.append(f"json_type(data, '$.{name}') IS NULL")
+            else:
+                return None
+    expression = "data"
+    if removed:
+        expression = f"json_remove({expression}, {', '.join(removed)})"
+    if settings:
+        expression = f"json_set({expression}, {', '.join(settings)})"
+    conditions = [f"({condition})" for condition in conditions]
+    return _Plan(ids, conditions, condition_params, guards, expression, params, changes)
+
+
+def _matched(db, table: str, plan: _Plan) -> list[tuple[int, int]] | None:
+    """(row id, whether the plan's guards hold) of the rows its filter matches; None: no such table."""
+    marks = " AND ".join(f"({guard})" for guard in plan.guards) or "1"
+    where = " AND ".join([f"_id IN ({', '.join('?' * len(plan.ids))})", *plan.conditions])
+    try:
+        return db.execute(f"SELECT id, {marks} FROM {table} WHERE {where} ORDER BY id",
+                          [*plan.ids, *plan.condition_params]).fetchall()
+    except sqlite3.OperationalError:
+        return None
+
+
+def _apply(db, table: str, plan: _Plan, rows: list[int]) -> int | None:
+    """Write the plan to the rows; how many changed, or None when SQLite refused it (a unique index).
+
+    A refused statement changes nothing, so nx-27017 can then run the command
+    and answer the error as it does.
+    """
+    marks = ", ".join("?" * len(rows))
+    sql, params = f"UPDATE {table} SET data = {plan.expression} WHERE id IN ({marks})", [*plan.params, *rows]
+    if not plan.changes:
+        # Only the documents this changes are written (and counted), as Mongo's nModified says.
+        sql, params = f"{sql} AND json({plan.expression}) IS NOT json(data)", [*params, *plan.params]
+    try:
+        cursor = db.execute(sql, params)
+    except sqlite3.Error:
+        return None
+    return cursor.rowcount
+
+
+def _plain(command: dict[str, Any], allowed: frozenset[str]) -> bool:
+    """Whether a command holds nothing beyond the keys a fast path knows."""
+    return all(key in allowed or key in _ROUTINE for key in command)
+
+
+def update(handler, command: dict[str, Any], db_name: str) -> dict[str, Any] | None:
+    """The reply to an ``update`` command this module takes, written; None to leave it to nx-27017."""
+    if not _plain(command, frozenset({"update", "updates"})):
+        return None
+    updates = command.get("updates")
+    if not isinstance(updates, list) or len(updates) != 1:
+        return None
+    statement = updates[0]
+    if not isinstance(statement, dict) or not _plain(statement, frozenset({"q", "u", "multi", "upsert"})):
+        return None
+    if statement.get("upsert") or not isinstance(command.get("update"), str):
+        return None
+    plan = _plan(statement.get("q"), statement.get("u"))
+    if plan is None:
+        return None
+    collection = handler.get_database(db_name)[command["update"]]
+    table = quote_table_name(collection.name)
+    db = collection.db
+    found = _matched(db, table, plan)
+    if not found or not all(fits for _, fits in found):
+        return None
+    if not statement.get("multi"):
+        found = found[:1]
+    elif len(found) < len(plan.ids):
+        # Some were left out: Mongo's equality also matches arrays holding the value, which
+        # the SQL does not see; nx-27017 matches by the full rules.
+        return None
+    modified = _apply(db, table, plan, [row for row, _ in found])
+    if modified is None:
+        return None
+    return {"ok": 1, "n": len(found), "nModified": modified}
+
+
+def find_and_modify(handler, command: dict[str, Any], db_name: str) -> dict[str, Any] | None:
+    """The reply to a ``findAndModify`` command this module takes, written; None to leave it to nx-27017."""
+    if not _plain(command, frozenset({"findAndModify", "query", "update", "new", "sort", "upsert"})):
+        return None
+    if command.get("upsert") or not isinstance(command.get("findAndModify"), str):
+        return None
+    update_doc = command.get("update")
+    if not isinstance(update_doc, dict) or not all(key.startswith("$") for key in update_doc):
+        return None
+    plan = _plan(command.get("query"), update_doc)
+    if plan is None or len(plan.ids) != 1:
+        return None  # a sort only matters among several candidates
+    collection = handler.get_database(db_name)[command["findAndModify"]]
+    table = quote_table_name(collection.name)
+    db = collection.db
+    found = _matched(db, table, plan)
+    if not found or not found[0][1]:
+        return None
+    row = found[0][0]
+    if not command.get("new"):
+        data = db.execute(f"SELECT data FROM {table} WHERE id = ?", (row,)).fetchone()[0]
+    if _apply(db, table, plan, [row]) is None:
+        return None
+    if command.get("new"):
+        data = db.execute(f"SELECT data FROM {table} WHERE id = ?", (row,)).fetchone()[0]
+    return {"ok": 1, "value": collection._load(row, data)}

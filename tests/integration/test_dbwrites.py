@@ -1,0 +1,125 @@
+"""The embedded database's one-statement updates: the same documents and answers as nx-27017's own path."""
+
+from __future__ import annotations
+
+import datetime
+
+import pymongo
+import pytest
+from bson import ObjectId
+from nx_27017.handler import NeoSQLiteHandler
+
+from st2common.persistence import dbserver, dbwrites
+from st2common.persistence.embedded import EmbeddedMongo
+from testsupport import free_port
+
+STAMP = datetime.datetime(2026, 11, 21, 19, 0, 0, 123000)
+
+
+def command(body: dict) -> dict:
+    return {"request_id": 7, "sections": [("body", {**body, "$db": "st2"})]}
+
+
+def stored(handler, collection: str) -> list[dict]:
+    _, reply = NeoSQLiteHandler.handle_command(handler, command({"find": collection, "filter": {}}))
+    return sorted(reply["cursor"]["firstBatch"], key=lambda doc: str(doc["_id"]))
+
+
+def seed(handler, collection: str, ids: list[ObjectId]) -> None:
+    docs = [{"_id": oid, "status": "pending", "revision": 1, "log": [{"status": "pending", "at": STAMP}],
+             "nested": {"a": {"b": [1, 2]}}, "tags": ["x"], "n": index} for index, oid in enumerate(ids)]
+    handler.handle_insert(command({"insert": collection, "documents": docs}))
+
+
+UPDATES = [
+    # (filter, update, multi): the shapes the services send, and some they never do
+    (lambda ids: {"_id": ids[0], "status": "pending"},
+     {"$set": {"status": "running", "log": [{"status": "pending", "at": STAMP}, {"status": "running", "at": STAMP}],
+               "runner_info": {"pid": 5, "host": "h"}, "started": STAMP}, "$inc": {"revision": 1},
+      "$pull": {"_st2_no_such_field": None}}, False),
+    (lambda ids: {"_id": ids[1], "status": "running"}, {"$set": {"status": "done"}}, False),  # matches nothing
+    (lambda ids: {"_id": {"$in": ids}, "status": "pending"}, {"$set": {"status": "processing"}}, True),
+    (lambda ids: {"_id": ids[2]}, {"$unset": {"nested": 1}, "$set": {"note": None, "ratio": 0.5}}, False),
+    (lambda ids: {"_id": ids[2], "n": 2}, {"$set": {"status": "processing"}}, False),  # changes nothing
+    (lambda ids: {"_id": ids[1]}, {"$pull": {"tags": "x"}}, False),  # a $pull that does something
+    (lambda ids: {"_id": ids[1]}, {"$inc": {"status": 1}}, False),  # Mongo refuses it
+    (lambda ids: {"_id": ids[0]}, {"$set": {"nested.a.b": [3]}}, False),  # a dotted path: nx-27017's
+]
+
+
+@pytest.fixture
+def handler(tmp_path):
+    handler = dbserver.open_handler(str(tmp_path / "db.sqlite"))
+    yield handler
+    handler.conn.db.close()
+
+
+def test_each_update_leaves_the_documents_and_answers_nx27017_would(handler):
+    ids = [ObjectId() for _ in range(3)]
+    seed(handler, "fast", ids)
+    seed(handler, "slow", ids)
+    for make_filter, update, multi in UPDATES:
+        statement = {"q": make_filter(ids), "u": update, "multi": multi, "upsert": False}
+        _, fast = handler.handle_command(command({"update": "fast", "updates": [statement]}))
+        _, slow = NeoSQLiteHandler.handle_command(handler, command({"update": "slow", "updates": [statement]}))
+        assert (fast["n"], fast.get("writeErrors") is None) == (slow["n"], slow.get("writeErrors") is None), update
+        assert stored(handler, "fast") == stored(handler, "slow"), update
+    assert stored(handler, "fast")[0]["log"][1]["at"] == STAMP  # a date, not its text
+
+
+@pytest.mark.parametrize("new", [True, False])
+def test_find_and_modify_returns_the_document_after_or_before(handler, new):
+    ids = [ObjectId() for _ in range(3)]
+    seed(handler, "fast", ids)
+    seed(handler, "slow", ids)
+    body = {"query": {"_id": ids[1], "status": "pending"}, "new": new,
+            "update": {"$set": {"status": "running", "at": STAMP}, "$inc": {"revision": 1},
+                       # as Access sends it: nx-27017's own SQL path would store the date as text
+                       "$pull": {"_st2_no_such_field": None}}}
+    _, fast = handler.handle_command(command({"findAndModify": "fast", **body}))
+    _, slow = NeoSQLiteHandler.handle_command(handler, command({"findAndModify": "slow", **body}))
+    assert fast["value"] == slow["value"]
+    assert fast["value"]["status"] == ("running" if new else "pending")
+    assert stored(handler, "fast") == stored(handler, "slow")
+    # A second claim finds nothing to take
+    _, again = handler.handle_command(command({"findAndModify": "fast", **body}))
+    assert again["value"] is None
+
+
+def test_the_simple_shapes_are_written_here_and_the_rest_left_to_nx27017(handler):
+    ids = [ObjectId() for _ in range(2)]
+    seed(handler, "things", ids)
+
+    def taken(q, u, **extra) -> bool:
+        return dbwrites.update(handler, {"update": "things", "updates": [{"q": q, "u": u, **extra}]}, "st2") is not None
+
+    assert taken({"_id": ids[0], "status": "pending"}, {"$set": {"status": "x", "at": STAMP}, "$inc": {"revision": 1}})
+    assert taken({"_id": {"$in": ids}}, {"$set": {"status": "y"}, "$unset": {"tags": 1}}, multi=True)
+    assert not taken({"_id": ids[0]}, {"$set": {"a.b": 1}})  # dotted path
+    assert not taken({"status": "y"}, {"$set": {"status": "z"}})  # no _id
+    assert not taken({"_id": ids[0], "n": {"$gt": 0}}, {"$set": {"status": "z"}})  # an operator
+    assert not taken({"_id": ids[0]}, {"$push": {"tags": "y"}})
+    assert not taken({"_id": ids[0]}, {"$set": {"status": "z"}}, upsert=True)
+    assert not taken({"_id": ObjectId()}, {"$set": {"status": "z"}})  # no match: nx-27017 answers
+    assert not taken({"_id": {"$in": [ids[0], ObjectId()]}}, {"$set": {"status": "z"}}, multi=True)  # not all
+
+
+def test_a_unique_index_clash_is_a_duplicate_key_error_through_the_server(tmp_path):
+    server = EmbeddedMongo(tmp_path / "db.sqlite", free_port(), tmp_path)
+    server.start(die_with_parent=True)
+    client = pymongo.MongoClient(server.url)
+    try:
+        things = client.st2.things
+        things.create_index("ref", unique=True)
+        first, second = things.insert_many([{"ref": "a", "v": 1}, {"ref": "b", "v": 1}]).inserted_ids
+        with pytest.raises(pymongo.errors.DuplicateKeyError):
+            things.update_one({"_id": second}, {"$set": {"ref": "a"}})
+        assert things.find_one({"_id": second})["ref"] == "b"
+        # And the writes the services make come back as they were written
+        assert things.update_one({"_id": first, "v": 1}, {"$set": {"at": STAMP}, "$inc": {"v": 1}}).modified_count == 1
+        doc = things.find_one_and_update({"_id": first}, {"$set": {"done": True}},
+                                         return_document=pymongo.ReturnDocument.AFTER)
+        assert doc["at"] == STAMP and doc["v"] == 2 and doc["done"] is True
+    finally:
+        client.close()
+        server.stop()
