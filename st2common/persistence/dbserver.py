@@ -215,7 +215,21 @@ class Handler(NeoSQLiteHandler):
         return super().handle_command(msg)
 
     def handle_insert(self, msg):
-        """Insert the command's documents (nx-27017's handle_insert) inside one savepoint."""
+        """Insert the command's documents in one transaction (dbwrites.insert, else nx-27017's handle_insert)."""
+        command, documents, plain = None, [], True
+        for kind, body in msg.get("sections") or ():
+            if kind == "body":
+                command = body
+            elif kind == "payload" and isinstance(body, dict) and list(body) == ["documents"]:
+                documents.extend(body["documents"])
+            else:
+                plain = False  # a section shape only nx-27017 knows
+        if plain and isinstance(command, dict):
+            db_name = command.get("$db", "test")
+            with self._lock_for(db_name):
+                reply = dbwrites.insert(self, command, [*(command.get("documents") or ()), *documents], db_name)
+            if reply is not None:
+                return msg["request_id"], reply
         if self._gridfs_insert(msg):
             return super().handle_insert(msg)  # GridFS opens its own transaction
         db = self.conn.db

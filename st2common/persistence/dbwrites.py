@@ -13,6 +13,9 @@ a write's CPU. The shapes the services send on their hot paths are simple:
 |                | / ``$inc`` of top-level fields (``$pull`` of fields the documents |
 |                | do not have is the nothing it is)                                 |
 | findAndModify  | the same, for one ``_id``, without projection or upsert           |
+| insert         | into a collection that exists, not GridFS's: the documents in one |
+|                | transaction (nx-27017 reads the table list and resolves the       |
+|                | session for each command first)                                   |
 
 Those run as one SQL UPDATE with SQLite's JSON functions, the new values
 encoded as neosqlite encodes them (so a datetime is stored as a date, and
@@ -21,9 +24,11 @@ fewer documents than it names (so that the full matching rules decide,
 arrays and all), goes to nx-27017 unchanged, as does one SQLite refuses
 (a unique index: nx-27017 answers the error as it does).
 
-Inserts keep nx-27017's path, with neosqlite's per-document work made lean
-(``lean_insert``), and updates that do go to neosqlite copy the stored
-document cheaply (``tree_copy``); ``install`` puts both in place.
+An insert SQLite refuses (a unique index) is undone and left to nx-27017,
+which answers each document's error as it does. Inserts that go to
+neosqlite skip its deepcopy and second JSON check (``lean_insert``), and
+updates that do copy the stored document cheaply (``tree_copy``);
+``install`` puts both in place.
 """
 
 from __future__ import annotations
@@ -237,6 +242,38 @@ def _apply(db, table: str, plan: _Plan, rows: list[int]) -> int | None:
 def _plain(command: dict[str, Any], allowed: frozenset[str]) -> bool:
     """Whether a command holds nothing beyond the keys a fast path knows."""
     return all(key in allowed or key in _ROUTINE for key in command)
+
+
+def insert(handler, command: dict[str, Any], documents: list[Any], db_name: str) -> dict[str, Any] | None:
+    """The reply to an ``insert`` command this module takes, written; None to leave it to nx-27017."""
+    name = command.get("insert")
+    if (not isinstance(name, str) or not _plain(command, frozenset({"insert", "documents"}))
+            or handler._is_gridfs_collection(name) or not documents
+            or not all(isinstance(document, dict) for document in documents)):
+        return None
+    collection = handler.get_database(db_name)[name]
+    db = collection.db
+    sql = f"INSERT INTO {quote_table_name(collection.name)}(data, _id) VALUES (?, ?)"
+    rows, ids = [], []
+    try:
+        for document in documents:
+            document = _convert_bytes_to_binary(convert_bson_to_neo_objectids(document))
+            if document.get("_id") is None:
+                document["_id"] = ObjectId()
+            ids.append(document["_id"])
+            rows.append((neosqlite_json_dumps(document, allow_nan=False), str(document["_id"])))
+    except (TypeError, ValueError):
+        return None  # nx-27017 names the document that cannot be stored
+    db.execute("SAVEPOINT st2_fast_insert")
+    try:
+        db.executemany(sql, rows)
+    except sqlite3.Error:
+        # A clash, or no such table yet: nothing of this batch stays.
+        db.execute("ROLLBACK TO SAVEPOINT st2_fast_insert")
+        db.execute("RELEASE SAVEPOINT st2_fast_insert")
+        return None
+    db.execute("RELEASE SAVEPOINT st2_fast_insert")
+    return {"ok": 1, "n": len(ids), "insertedIds": ids}
 
 
 def update(handler, command: dict[str, Any], db_name: str) -> dict[str, Any] | None:

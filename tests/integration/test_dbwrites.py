@@ -123,3 +123,23 @@ def test_a_unique_index_clash_is_a_duplicate_key_error_through_the_server(tmp_pa
     finally:
         client.close()
         server.stop()
+
+
+def test_an_insert_is_all_or_left_to_nx27017_which_answers_each_clash(handler):
+    first = ObjectId()
+    documents = [{"_id": first, "at": STAMP, "blob": b"\x00", "nested": {"ids": [first]}}, {"n": 1}]
+    _, reply = handler.handle_insert(command({"insert": "things", "documents": documents}))
+    assert reply["ok"] == 1 and reply["n"] == 2
+    docs = stored(handler, "things")
+    # (ids come back as neosqlite's own here: the wire reply turns them into BSON ones)
+    assert len(docs) == 2 and any(doc.get("at") == STAMP and [str(i) for i in doc["nested"]["ids"]] == [str(first)]
+                                  for doc in docs)
+    # A batch with a clash: nothing of it stays from the one-transaction try, nx-27017 stores what precedes it
+    second = ObjectId()
+    _, reply = handler.handle_insert(command({"insert": "things", "ordered": True,
+                                              "documents": [{"_id": second}, {"_id": first}, {"_id": ObjectId()}]}))
+    assert reply["n"] == 1 and [(e["index"], e["code"]) for e in reply["writeErrors"]] == [(1, 11000)]
+    assert len(stored(handler, "things")) == 3
+    # A collection that does not exist yet is created (by nx-27017)
+    _, reply = handler.handle_insert(command({"insert": "new_things", "documents": [{"n": 1}]}))
+    assert reply["n"] == 1 and len(stored(handler, "new_things")) == 1
