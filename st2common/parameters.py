@@ -227,8 +227,10 @@ def _resolve(schema: ParameterSchema, literals: Mapping[str, Any], templates: Ma
                     f'parameter "{name}": dependency unsatisfied in variable "{ref}" (it has no value)',
                     field=name)
         graph[name] = refs
+    edges = {n: refs & templates.keys() for n, refs in graph.items()}
     try:
-        order = list(TopologicalSorter({n: refs & templates.keys() for n, refs in graph.items()}).static_order())
+        # No template refers to another (the usual case): the sorter would give them in this order too.
+        order = list(TopologicalSorter(edges).static_order()) if any(edges.values()) else list(edges)
     except CycleError as exc:
         cycle = list(exc.args[1])
         raise ParameterError(f'parameter "{cycle[0]}": cyclic dependency between parameters '

@@ -63,7 +63,7 @@ class Occurrence:
     @functools.cached_property
     def payload(self) -> dict[str, Any]:
         """The instance's payload (never None), read once for all the rules enforced."""
-        return dict(self.instance.payload or {})
+        return dict(stored(self.instance, "payload") or {})
 
 
 class Shapes:
@@ -71,7 +71,8 @@ class Shapes:
 
     Those documents are never changed in place: a change replaces the object,
     so the object itself says the shape is current. The shapes are shared by
-    the executions that carry them and must not be changed either.
+    the executions that carry them and must not be changed either (so their
+    stored form is made once: executions.share).
     """
 
     def __init__(self, limit: int = 4096) -> None:
@@ -86,7 +87,7 @@ class Shapes:
         if len(self._built) >= self.limit:
             # Replaced documents pile up here otherwise.
             self._built.clear()
-        shape = build(doc)
+        shape = executions.share(build(doc))
         self._built[id(doc)] = (doc, key, shape)
         return shape
 
@@ -106,6 +107,8 @@ class Enforcer:
         self.writer = writer or RecordWriter()
         self.requests = requests or RequestWriter(publisher)
         self.shapes = Shapes()
+        # The parameter specs a rule's shape is masked by, per rule document and action lookup (both shared).
+        self._specs: dict[int, tuple[RuleDB, dict, dict, dict, dict, dict[str, Any]]] = {}
 
     def enforce(self, matches: Sequence[tuple[RuleDB, Rule]], occurrence: Occurrence,
                 records: Records) -> list[dict[str, Any]]:
@@ -211,10 +214,23 @@ class Enforcer:
         # Secret action parameters of the rule stay out of the copy, as they stay out of API output. Only the
         # specs of the parameters the rule sets matter, and they are what the shape is kept under.
         action, runner = stored(execution, "action") or {}, stored(execution, "runner") or {}
-        names = ((stored(rule_doc, "action") or {}).get("parameters") or {}).keys()
-        specs = merged_parameter_schema(
-            {name: spec for name, spec in (runner.get("runner_parameters") or {}).items() if name in names},
-            {name: spec for name, spec in (action.get("parameters") or {}).items() if name in names})
+        # The entry holds its rule document, so no other object can have its id meanwhile.
+        entry = self._specs.get(id(rule_doc))
+        if entry is None or entry[0] is not rule_doc or entry[1] is not action or entry[2] is not runner:
+            names = ((stored(rule_doc, "action") or {}).get("parameters") or {}).keys()
+            runner_specs = {name: spec for name, spec in (runner.get("runner_parameters") or {}).items()
+                            if name in names}
+            action_specs = {name: spec for name, spec in (action.get("parameters") or {}).items() if name in names}
+            # The action is looked up again every second or so, most often unchanged: the specs are kept then.
+            if entry is None or entry[0] is not rule_doc or (entry[3], entry[4]) != (runner_specs, action_specs):
+                specs = merged_parameter_schema(runner_specs, action_specs)
+            else:
+                specs = entry[5]
+            if len(self._specs) >= self.shapes.limit:
+                # Replaced rules pile up here otherwise.
+                self._specs.clear()
+            entry = self._specs[id(rule_doc)] = (rule_doc, action, runner, runner_specs, action_specs, specs)
+        specs = entry[5]
         return self.shapes.of(rule_doc, lambda doc: rule_api.to_api(doc, specs), specs)
 
     def _record(self, rule_doc: RuleDB, occurrence: Occurrence, execution: ExecutionDB | None,

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping
 
 from st2common import statuses
 from st2common.exceptions import NotFoundError, StackStormBaseException
+from st2common.models.api.base import stored
 from st2common.models.db.rule import RuleDB
 from st2common.models.db.trace import COMPONENT_TRIGGER_INSTANCE, TraceDB
 from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB
@@ -164,11 +165,12 @@ class RulesEngine(Handler):
         if not rules.entries:
             return Evaluation(trigger, type_ref, matcher.Matches((), ()), {})
         lookups = self.lookups()
-        payload = instance.payload  # each read of the field costs a conversion
+        # As stored, past the field's descriptor (its read wraps and copies the value): matching only reads it.
+        payload = stored(instance, "payload")
         candidates = rules.candidates({**lookups, matcher.TRIGGER: payload})
         subject = matcher.TriggerInstance(
             trigger_type=type_ref, payload=payload,
-            trigger_parameters=dict(trigger.parameters or {}) if trigger is not None else {},
+            trigger_parameters=dict(stored(trigger, "parameters") or {}) if trigger is not None else {},
             trigger_ref=instance.trigger, id=str(instance.pk))
         outcome = matcher.match([rule for rule, _ in candidates], subject, lookups)
         return Evaluation(trigger, type_ref, outcome, {rule.id: doc for rule, doc in candidates})

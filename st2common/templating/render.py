@@ -55,14 +55,30 @@ def contains_template(value: Any) -> bool:
     return False
 
 
+def _flat_globals(template: jinja2.Template) -> jinja2.Template:
+    """template with its globals in a plain dict instead of a ChainMap over the environment's.
+
+    Every render merges the globals into a new dict, and reading a ChainMap
+    through is most of the cost of rendering a short template. The environment's
+    globals are all set before its first template is compiled (environment()).
+    """
+    template.globals = dict(template.globals)
+    return template
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _template(text: str) -> jinja2.Template:
-    return environment().from_string(text)
+    return _flat_globals(environment().from_string(text))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _expression(source: str):
-    return environment().compile_expression(source, undefined_to_none=False)
+    expression = environment().compile_expression(source, undefined_to_none=False)
+    # The expression renders through a template of its own (jinja2's TemplateExpression._template).
+    inner = getattr(expression, "_template", None)
+    if isinstance(inner, jinja2.Template):
+        _flat_globals(inner)
+    return expression
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

@@ -11,6 +11,8 @@ batch is stored again, and executions that do run.
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from test_rules_engine import enforcements_of, engine, execution_of, start_engine  # noqa: F401 (fixtures)
 from test_rules_engine_batches import stored_pending, together
@@ -170,3 +172,60 @@ def test_an_execution_stored_but_never_announced_is_run_by_the_action_runners_sw
     finally:
         runner.stop()
     assert Access(ExecutionDB).get_by_id(execution.pk).status == statuses.SUCCEEDED
+
+
+def _naive(value):
+    """value with its datetimes as naive UTC (as read back), at any depth."""
+    if isinstance(value, dict):
+        return {key: _naive(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_naive(item) for item in value]
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        return value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def test_a_requested_execution_is_stored_as_mongoengine_would_store_it(engine, monkeypatch):
+    # Given a rule whose parameters hold keys MongoDB cannot store as they are, and the documents as
+    # mongoengine's to_mongo() gives them for the executions the engine prepares
+    expected = []
+    request_many = executions.request_many
+
+    def seen(publisher, prepared):
+        expected.extend(dict(execution.to_mongo()) for execution in prepared)
+        return request_many(publisher, prepared)
+
+    monkeypatch.setattr(executions, "request_many", seen)
+    engine.add_rule("escaped", {"cmd": "echo {{ trigger.host }}", "env": {"A.B": "{{ trigger.host }}", "$X": "1"}})
+    # When two instances are handled (the action and rule shapes they carry are shared between them)
+    instances = handled_together(engine, [{"host": "web1"}, {"host": "web2"}])
+    # Then each stored document is that one, key for key and in order
+    assert len(expected) == 2
+    for document in expected:
+        raw = ExecutionDB._get_collection().find_one({"_id": document["_id"]})
+        assert list(raw) == list(document)
+        assert _naive(dict(raw)) == _naive(document)
+        assert "A\uff0eB" in raw["parameters"]["env"] and "\uff04X" in raw["parameters"]["env"]
+    # And read back, each carries its own values with the keys as given
+    stored = sorted((execution_of(e) for i in instances for e in enforcements_of(i)),
+                    key=lambda execution: execution.parameters["cmd"])
+    assert [execution.parameters["env"] for execution in stored] == [{"A.B": "web1", "$X": "1"},
+                                                                    {"A.B": "web2", "$X": "1"}]
+    assert all(execution.rule["ref"] == "tests.escaped" and execution.action["ref"] == "core.local"
+               for execution in stored)
+
+
+def test_a_prepared_execution_behaves_as_a_constructed_document(engine):
+    # Given an execution prepare() builds (past mongoengine's constructor)
+    execution = executions.prepare("core.local", {"cmd": "echo hi"}, context={"a.b": {"$c": 1}})
+    # Then it is a new document with every field at its value or default
+    constructed = ExecutionDB(status=statuses.REQUESTED, action_ref="core.local")
+    assert execution._created and execution.pk is not None
+    assert set(execution._data) == set(constructed._data)
+    assert (execution.result_size, execution.revision, execution.children) == (0, 1, [])
+    assert execution.rule == {} and execution.result is None and execution.end_timestamp is None
+    assert execution.get_status_display() == statuses.REQUESTED
+    execution.validate()
+    # And a change made after it is marked (and so checked when it is stored)
+    execution.notify = {"on-complete": {}}
+    assert "notify" in execution._changed_fields

@@ -180,6 +180,16 @@ def test_templated_values_render_in_dependency_order_with_the_context():
     assert live == {"a": "x", "b": "x-b", "c": "x-b-c", "who": "bob", "n": 6, "listed": [6, "x"]}
 
 
+def test_templates_and_lone_expressions_see_the_environments_globals():
+    # Given templates calling Jinja's globals, whole and as a lone expression, rendered twice (compiled once)
+    action = {"a": {"type": "array", "default": "{{ range(3) | list }}"},
+              "b": {"type": "string", "default": "{{ dict(k=1)['k'] }}-{{ namespace(x=2).x }}"}}
+    for _ in range(2):
+        live = params.render_live(schema(action=action), {})
+        # Then each renders with them
+        assert live == {"a": [0, 1, 2], "b": "1-2"}
+
+
 def test_a_supplied_template_is_rendered_once():
     merged = schema(action={"a": {"type": "string"}, "b": {"type": "string"}})
     live = params.render_live(merged, {"a": "{{ b }}!", "b": "{% raw %}{{ x }}{% endraw %}"})
