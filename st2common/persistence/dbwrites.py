@@ -58,6 +58,10 @@ _ROUTINE = frozenset({"$db", "lsid", "ordered", "$clusterTime", "$readPreference
 
 def install() -> None:
     """Make neosqlite's insert and Python-update paths lean in this process (the database server's)."""
+    if not callable(getattr(CRUDOperationsMixin, "_internal_insert", None)) or not hasattr(update_operations,
+                                                                                          "deepcopy"):
+        # pyproject.toml pins the neosqlite releases these were checked on; another one must be checked again.
+        raise RuntimeError("this neosqlite release does not have the internals dbwrites replaces")
     CRUDOperationsMixin._internal_insert = lean_insert
     update_operations.deepcopy = tree_copy
 
