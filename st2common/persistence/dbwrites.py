@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import datetime
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId as BsonObjectId
@@ -120,23 +121,20 @@ def tree_copy(value):
 
 # -- updates as one SQL statement ---------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
 class _Plan:
     """A simple update turned into SQL: which rows, the new data expression, and its parameters."""
 
-    __slots__ = ("ids", "conditions", "condition_params", "guards", "expression", "params", "changes")
-
-    def __init__(self, ids: list[str], conditions: list[str], condition_params: list[Any], guards: list[str],
-                 expression: str, params: list[Any], changes: bool) -> None:
-        self.ids = ids
-        self.conditions = conditions
-        self.condition_params = condition_params
-        # What must hold of every matched document for the SQL to mean what Mongo's update means.
-        self.guards = guards
-        self.expression = expression
-        self.params = params
-        # Whether every matched document is certainly changed (a counter moved, a field
-        # the filter pins set to something else): then nothing needs comparing.
-        self.changes = changes
+    ids: list[str]
+    conditions: list[str]
+    condition_params: list[Any]
+    # What must hold of every matched document for the SQL to mean what Mongo's update means.
+    guards: list[str]
+    expression: str
+    params: list[Any]
+    # Whether every matched document is certainly changed (a counter moved, a field
+    # the filter pins set to something else): then nothing needs comparing.
+    changes: bool
 
 
 def _encode(value: Any) -> str:
