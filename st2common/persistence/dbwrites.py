@@ -17,18 +17,15 @@ a write's CPU. The shapes the services send on their hot paths are simple:
 |                | transaction (nx-27017 reads the table list and resolves the       |
 |                | session for each command first)                                   |
 
-Those run as one SQL UPDATE with SQLite's JSON functions, the new values
+Updates run as one SQL UPDATE with SQLite's JSON functions, the new values
 encoded as neosqlite encodes them (so a datetime is stored as a date, and
-reads see no difference). Anything else, and any such command that matches
-fewer documents than it names (so that the full matching rules decide,
-arrays and all), goes to nx-27017 unchanged, as does one SQLite refuses
-(a unique index: nx-27017 answers the error as it does).
+reads see no difference). Anything else goes to nx-27017 unchanged: other
+shapes, an update that matches fewer documents than it names (so that the
+full matching rules decide, arrays and all), and a write SQLite refuses (a
+unique index), undone first, so that nx-27017 answers the error as it does.
 
-An insert SQLite refuses (a unique index) is undone and left to nx-27017,
-which answers each document's error as it does. Inserts that go to
-neosqlite skip its deepcopy and second JSON check (``lean_insert``), and
-updates that do copy the stored document cheaply (``tree_copy``);
-``install`` puts both in place.
+Inserts and updates that do go to neosqlite skip its deepcopy and second
+JSON check (``lean_insert``, ``tree_copy``); ``install`` puts both in place.
 """
 
 from __future__ import annotations
@@ -54,7 +51,7 @@ from nx_27017.utils import convert_bson_to_neo_objectids
 # A top-level field name that is safe to put in a JSON path literal.
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Keys of a command document that change nothing about what the write does.
-_ROUTINE = frozenset({"$db", "lsid", "ordered", "$clusterTime", "$readPreference", "bypassDocumentValidation"})
+_ROUTINE = frozenset({"$db", "lsid", "ordered", "$clusterTime", "$readPreference"})
 
 
 def install() -> None:
