@@ -64,7 +64,7 @@ from st2common.exceptions import (
 )
 from st2common.models.api.base import stored
 from st2common.models.db.action import ActionDB
-from st2common.models.db.base import utcnow
+from st2common.models.db.base import json_copy, utcnow
 from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
 from st2common.models.db.runner import RunnerTypeDB
 from st2common.persistence.access import CREATE, UPDATE, Access
@@ -348,8 +348,8 @@ def prepare(action_ref: str, parameters: dict[str, Any] | None = None, *,
     # mongoengine's constructor would have.
     execution = _new_execution(
         id=ObjectId(), status=statuses.REQUESTED, action_ref=action["ref"], action=action, runner=lookup.runner,
-        parameters=_json_copy(live), context=_json_copy(ctx), parent=parent_id, delay=delay,
-        notify=_json_copy(notify or action["notify"] or {}), log=[{"status": statuses.REQUESTED, "timestamp": now}],
+        parameters=json_copy(live), context=json_copy(ctx), parent=parent_id, delay=delay,
+        notify=json_copy(notify or action["notify"] or {}), log=[{"status": statuses.REQUESTED, "timestamp": now}],
         start_timestamp=now,
     )
     for name, value in (origin(execution) if origin else {}).items():
@@ -394,15 +394,6 @@ def _new_execution(**values: Any) -> ExecutionDB:
     state(execution, "_changed_fields", [])
     state(execution, "_initialised", True)
     return execution
-
-
-def _json_copy(value: Any) -> Any:
-    """A copy of a JSON value's dicts and lists."""
-    if isinstance(value, dict):
-        return {key: _json_copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_copy(item) for item in value]
-    return value
 
 
 _FIELDS = [(name, ExecutionDB._fields[name]) for name in ExecutionDB._fields_ordered if name != "id"]

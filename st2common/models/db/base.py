@@ -54,12 +54,12 @@ def _unescape_loaded(value: Any) -> Any:
     return value
 
 
-def _copied(value: Any) -> Any:
-    """A copy of a JSON value's dicts and lists (to_python must not share the caller's)."""
+def json_copy(value: Any) -> Any:
+    """A copy of a JSON value's dicts and lists, sharing its leaves (to_python must not share the caller's)."""
     if isinstance(value, dict):
-        return {key: _copied(item) if isinstance(item, (dict, list)) else item for key, item in value.items()}
+        return {key: json_copy(item) if isinstance(item, (dict, list)) else item for key, item in value.items()}
     if isinstance(value, list):
-        return [_copied(item) if isinstance(item, (dict, list)) else item for item in value]
+        return [json_copy(item) if isinstance(item, (dict, list)) else item for item in value]
     return value
 
 
@@ -142,7 +142,7 @@ class WholeDictField(me.DictField):
     """A dict field saved as a whole whenever anything in it changes."""
 
     def to_python(self, value):
-        return _copied(value) if _plain_json(self, value) else super().to_python(value)
+        return json_copy(value) if _plain_json(self, value) else super().to_python(value)
 
     def __get__(self, instance, owner):
         value = super().__get__(instance, owner)
@@ -153,7 +153,7 @@ class WholeListField(me.ListField):
     """A list field saved as a whole whenever anything in it changes."""
 
     def to_python(self, value):
-        return _copied(value) if _plain_json(self, value) else super().to_python(value)
+        return json_copy(value) if _plain_json(self, value) else super().to_python(value)
 
     def __get__(self, instance, owner):
         value = super().__get__(instance, owner)
