@@ -257,7 +257,7 @@ class ChainConductor:
         at = current.get("at")
         if at is None or child.start_timestamp is None:
             return True
-        return _aware(child.start_timestamp).timestamp() >= at - _CLOCK_SLACK
+        return utc_aware(child.start_timestamp).timestamp() >= at - _CLOCK_SLACK
 
     def _requested(self, node_name: str) -> bool:
         current = self.state.current or {}
@@ -309,5 +309,6 @@ class ChainConductor:
                 "state": child.status, "result": child.result}
 
 
-def _aware(value: datetime.datetime) -> datetime.datetime:
+def utc_aware(value: datetime.datetime) -> datetime.datetime:
+    """value with its time zone; a naive one (as the database gives it back) is UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)

@@ -45,7 +45,7 @@ from st2common.services import workflow_control
 from st2common.services.workflows import plain, resume_paused_parent
 from st2common.templating import st2kv_context
 from st2common.transport.publisher import Publisher
-from st2workflowengine.actionchain.conductor import ChainConductor, ChainState, Child, Lookups, Step
+from st2workflowengine.actionchain.conductor import ChainConductor, ChainState, Child, Lookups, Step, utc_aware
 from st2workflowengine.actionchain.spec import ChainSpec, Node, parse
 
 LOG = logging.getLogger(__name__)
@@ -319,13 +319,17 @@ class ChainService:
                                   order_by=["updated_at"])
         for record in found:
             try:
-                self.reconcile(record)
+                self.reconcile(record, idle_since=cutoff)
             except StackStormBaseException as exc:
                 LOG.warning("sweep: action chain %s not reconciled: %s", record.pk, exc)
         return len(found)
 
-    def reconcile(self, record: ActionChainExecutionDB) -> None:
-        """Replay what a chain may have missed: its start, a control, its child's last update, a lost request."""
+    def reconcile(self, record: ActionChainExecutionDB, idle_since: datetime.datetime | None = None) -> None:
+        """Replay what a chain may have missed: its start, a control, its child's last update, a lost request.
+
+        idle_since: a sweep's cutoff. A chain written after it is being moved on right now (its
+        engine may be storing the child it just requested), so the sweep leaves it alone.
+        """
         try:
             execution = self.executions.get_by_id(record.action_execution)
         except NotFoundError:
@@ -338,7 +342,11 @@ class ChainService:
             return
         if execution.status in CONTROL_STATUSES:
             self.control(execution)
-        conductor = self.conductor_of(self.chains.get_by_id(record.pk))
+        record = self.chains.get_by_id(record.pk)
+        written = record.updated_at
+        if idle_since is not None and written is not None and utc_aware(written) > utc_aware(idle_since):
+            return
+        conductor = self.conductor_of(record)
         current = conductor.state.current or {}
         if conductor.state.status in statuses.COMPLETED or not current.get("requested"):
             return

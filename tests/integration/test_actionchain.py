@@ -8,6 +8,7 @@ until the chain's own execution ends with StackStorm's {tasks, published} result
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 
@@ -278,6 +279,31 @@ def test_sweep_requests_a_node_a_crash_kept_from_being_requested(embedded):
     assert nodes(embedded, done) == ["step1", "step2", "step3", "step4"]
     record = Access(ActionChainExecutionDB).get(action_execution=str(execution.pk))
     assert record.status == statuses.SUCCEEDED
+
+
+def test_a_sweep_leaves_alone_a_chain_written_since_it_began(embedded):
+    # Given a chain whose next node was just decided and not requested yet (its engine is about to)
+    execution = embedded.request("chain_pack.slow", {"pause": 0.2})
+    step = wait_for_node(embedded, execution, "step2", statuses.RUNNING)
+    embedded.engines.pop().stop()
+    step = embedded.wait_for(step.pk, statuses.COMPLETED)
+    with make_connection(embedded.settings.messaging) as conn:
+        embedded.publisher.topology.work_queue("workflow.action.update")(conn.channel()).purge()
+    chains = ChainService(embedded.settings, embedded.publisher)
+    ended = Child(str(step.pk), "step2", step.status, step.result, step.start_timestamp, step.end_timestamp)
+    chains.mutate(str(execution.pk), lambda c, control, now: c.node_ended(ended, control, now))
+    record = Access(ActionChainExecutionDB).get(action_execution=str(execution.pk))
+    # When a sweep that began before that write reaches it
+    chains.reconcile(record, idle_since=record.updated_at - datetime.timedelta(seconds=1))
+    # Then it requests nothing (the engine that wrote it would request the node a second time)
+    assert nodes(embedded, execution) == ["step1", "step2"]
+    # But a sweep that began after it requests the node its engine never did, once
+    chains.reconcile(record, idle_since=record.updated_at + datetime.timedelta(seconds=1))
+    assert nodes(embedded, execution) == ["step1", "step2", "step3"]
+    embedded.start_engine()
+    done = embedded.wait_for(execution.pk, statuses.COMPLETED)
+    assert done.status == statuses.SUCCEEDED, done.result
+    assert nodes(embedded, done) == ["step1", "step2", "step3", "step4"]
 
 
 def test_children_are_listed_under_the_chain_through_the_api_and_both_clis(embedded, api_url, official_st2):
