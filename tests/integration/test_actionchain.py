@@ -257,18 +257,27 @@ def test_engine_restart_mid_chain_runs_each_node_once(chains):
     assert nodes(chains, done) == ["step1", "step2", "step3", "step4"]
 
 
+def decided_not_requested(platform: Platform):
+    """A slow chain whose engine stopped while step2 ran, then step3 decided and stored, not requested.
+
+    Returns the chain's execution, the ChainService that wrote the decision, and its outcome.
+    """
+    execution = platform.request("chain_pack.slow", {"pause": 0.2})
+    step = wait_for_node(platform, execution, "step2", statuses.RUNNING)
+    platform.engines.pop().stop()
+    step = platform.wait_for(step.pk, statuses.COMPLETED)
+    with make_connection(platform.settings.messaging) as conn:
+        platform.publisher.topology.work_queue("workflow.action.update")(conn.channel()).purge()
+    chains = ChainService(platform.settings, platform.publisher)
+    ended = Child(str(step.pk), "step2", step.status, step.result, step.start_timestamp, step.end_timestamp)
+    outcome = chains.mutate(str(execution.pk), lambda c, control, now: c.node_ended(ended, control, now))
+    return execution, chains, outcome
+
+
 def test_sweep_requests_a_node_a_crash_kept_from_being_requested(embedded):
     # Given a chain whose engine stopped while a node ran, and whose next node was decided
     # and stored but never requested (the engine died in between)
-    execution = embedded.request("chain_pack.slow", {"pause": 0.2})
-    step = wait_for_node(embedded, execution, "step2", statuses.RUNNING)
-    embedded.engines.pop().stop()
-    step = embedded.wait_for(step.pk, statuses.COMPLETED)
-    with make_connection(embedded.settings.messaging) as conn:
-        embedded.publisher.topology.work_queue("workflow.action.update")(conn.channel()).purge()
-    crashed = ChainService(embedded.settings, embedded.publisher)
-    ended = Child(str(step.pk), "step2", step.status, step.result, step.start_timestamp, step.end_timestamp)
-    outcome = crashed.mutate(str(execution.pk), lambda c, control, now: c.node_ended(ended, control, now))
+    execution, _, outcome = decided_not_requested(embedded)
     assert outcome.step.request[0].name == "step3"
     assert nodes(embedded, execution) == ["step1", "step2"]
     # When a new engine starts, sweeping often
@@ -283,15 +292,7 @@ def test_sweep_requests_a_node_a_crash_kept_from_being_requested(embedded):
 
 def test_a_sweep_leaves_alone_a_chain_written_since_it_began(embedded):
     # Given a chain whose next node was just decided and not requested yet (its engine is about to)
-    execution = embedded.request("chain_pack.slow", {"pause": 0.2})
-    step = wait_for_node(embedded, execution, "step2", statuses.RUNNING)
-    embedded.engines.pop().stop()
-    step = embedded.wait_for(step.pk, statuses.COMPLETED)
-    with make_connection(embedded.settings.messaging) as conn:
-        embedded.publisher.topology.work_queue("workflow.action.update")(conn.channel()).purge()
-    chains = ChainService(embedded.settings, embedded.publisher)
-    ended = Child(str(step.pk), "step2", step.status, step.result, step.start_timestamp, step.end_timestamp)
-    chains.mutate(str(execution.pk), lambda c, control, now: c.node_ended(ended, control, now))
+    execution, chains, _ = decided_not_requested(embedded)
     record = Access(ActionChainExecutionDB).get(action_execution=str(execution.pk))
     # When a sweep that began before that write reaches it
     chains.reconcile(record, idle_since=record.updated_at - datetime.timedelta(seconds=1))

@@ -55,6 +55,13 @@ def server(tmp_path):
     instance.stop()
 
 
+@pytest.fixture
+def client(server):
+    client = pymongo.MongoClient(server.url)
+    yield client
+    client.close()
+
+
 def connect(server) -> socket.socket:
     return socket.create_connection((server.host, server.port), timeout=10)
 
@@ -133,56 +140,48 @@ def test_many_clients_writing_at_once_each_see_their_own_writes(server):
         client.close()
 
 
-def test_a_batch_insert_keeps_what_came_before_a_clash_and_refuses_what_json_cannot_hold(server):
-    client = pymongo.MongoClient(server.url)
-    try:
-        things = client.st2.things
-        things.insert_one({"_id": "b", "n": 0})
-        # Ordered: the documents before the clash are stored, the rest are not
-        with pytest.raises(pymongo.errors.BulkWriteError) as ordered:
-            things.insert_many([{"_id": "a"}, {"_id": "b"}, {"_id": "c"}], ordered=True)
-        assert [(e["index"], e["code"]) for e in ordered.value.details["writeErrors"]] == [(1, 11000)]
-        assert sorted(doc["_id"] for doc in things.find()) == ["a", "b"]
-        # Unordered: every other document is stored
-        with pytest.raises(pymongo.errors.BulkWriteError):
-            things.insert_many([{"_id": "d"}, {"_id": "b"}, {"_id": "e"}], ordered=False)
-        assert sorted(doc["_id"] for doc in things.find()) == ["a", "b", "d", "e"]
-        # A value JSON cannot hold is refused, not stored as invalid text
-        with pytest.raises(pymongo.errors.PyMongoError):
-            things.insert_one({"_id": "nan", "x": float("nan")})
-        assert things.find_one({"_id": "nan"}) is None
-        # Nested values, bytes and ids come back as they went in
-        oid = bson.ObjectId()
-        things.insert_one({"_id": "deep", "ref": oid, "blob": b"\x00\x01", "list": [{"a": [1, {"b": None}]}]})
-        doc = things.find_one({"_id": "deep"})
-        assert doc["ref"] == oid and bytes(doc["blob"]) == b"\x00\x01" and doc["list"] == [{"a": [1, {"b": None}]}]
-        # And a new document gets its id from the server when none is given
-        assert isinstance(things.insert_one({"n": 5}).inserted_id, bson.ObjectId)
-    finally:
-        client.close()
+def test_a_batch_insert_keeps_what_came_before_a_clash_and_refuses_what_json_cannot_hold(client):
+    things = client.st2.things
+    things.insert_one({"_id": "b", "n": 0})
+    # Ordered: the documents before the clash are stored, the rest are not
+    with pytest.raises(pymongo.errors.BulkWriteError) as ordered:
+        things.insert_many([{"_id": "a"}, {"_id": "b"}, {"_id": "c"}], ordered=True)
+    assert [(e["index"], e["code"]) for e in ordered.value.details["writeErrors"]] == [(1, 11000)]
+    assert sorted(doc["_id"] for doc in things.find()) == ["a", "b"]
+    # Unordered: every other document is stored
+    with pytest.raises(pymongo.errors.BulkWriteError):
+        things.insert_many([{"_id": "d"}, {"_id": "b"}, {"_id": "e"}], ordered=False)
+    assert sorted(doc["_id"] for doc in things.find()) == ["a", "b", "d", "e"]
+    # A value JSON cannot hold is refused, not stored as invalid text
+    with pytest.raises(pymongo.errors.PyMongoError):
+        things.insert_one({"_id": "nan", "x": float("nan")})
+    assert things.find_one({"_id": "nan"}) is None
+    # Nested values, bytes and ids come back as they went in
+    oid = bson.ObjectId()
+    things.insert_one({"_id": "deep", "ref": oid, "blob": b"\x00\x01", "list": [{"a": [1, {"b": None}]}]})
+    doc = things.find_one({"_id": "deep"})
+    assert doc["ref"] == oid and bytes(doc["blob"]) == b"\x00\x01" and doc["list"] == [{"a": [1, {"b": None}]}]
+    # And a new document gets its id from the server when none is given
+    assert isinstance(things.insert_one({"n": 5}).inserted_id, bson.ObjectId)
 
 
-def test_an_update_leaves_the_document_it_started_from_as_it_was(server):
-    client = pymongo.MongoClient(server.url)
-    try:
-        things = client.st2.things
-        stamp = datetime.datetime(2026, 11, 21, 19, 0, 0, 123000)
-        things.insert_one({"_id": "x", "log": [{"status": "requested", "at": stamp}], "nested": {"list": [1]}})
-        # "$pull" of a field nobody has takes the update onto its Python path (as Access's writes do)
-        before = things.find_one_and_update(
-            {"_id": "x"}, {"$set": {"log": [{"status": "requested", "at": stamp}, {"status": "running", "at": stamp}],
-                                    "nested.list": [1, 2]}, "$pull": {"_none": 1}},
-            return_document=pymongo.ReturnDocument.BEFORE)
-        assert before["log"] == [{"status": "requested", "at": stamp}] and before["nested"] == {"list": [1]}
-        after = things.find_one({"_id": "x"})
-        assert [entry["status"] for entry in after["log"]] == ["requested", "running"]
-        assert after["log"][1]["at"] == stamp and after["nested"] == {"list": [1, 2]}
-        # A change made in place on the copy (a push into a list it holds) is a change, and is stored
-        things.update_one({"_id": "x"}, {"$set": {"tags": ["a"]}})
-        assert things.update_one({"_id": "x"}, {"$push": {"tags": "b"}, "$pull": {"_none": 1}}).modified_count == 1
-        assert things.find_one({"_id": "x"})["tags"] == ["a", "b"]
-    finally:
-        client.close()
+def test_an_update_leaves_the_document_it_started_from_as_it_was(client):
+    things = client.st2.things
+    stamp = datetime.datetime(2026, 11, 21, 19, 0, 0, 123000)
+    things.insert_one({"_id": "x", "log": [{"status": "requested", "at": stamp}], "nested": {"list": [1]}})
+    # "$pull" of a field nobody has takes the update onto its Python path (as Access's writes do)
+    before = things.find_one_and_update(
+        {"_id": "x"}, {"$set": {"log": [{"status": "requested", "at": stamp}, {"status": "running", "at": stamp}],
+                                "nested.list": [1, 2]}, "$pull": {"_none": 1}},
+        return_document=pymongo.ReturnDocument.BEFORE)
+    assert before["log"] == [{"status": "requested", "at": stamp}] and before["nested"] == {"list": [1]}
+    after = things.find_one({"_id": "x"})
+    assert [entry["status"] for entry in after["log"]] == ["requested", "running"]
+    assert after["log"][1]["at"] == stamp and after["nested"] == {"list": [1, 2]}
+    # A change made in place on the copy (a push into a list it holds) is a change, and is stored
+    things.update_one({"_id": "x"}, {"$set": {"tags": ["a"]}})
+    assert things.update_one({"_id": "x"}, {"$push": {"tags": "b"}, "$pull": {"_none": 1}}).modified_count == 1
+    assert things.find_one({"_id": "x"})["tags"] == ["a", "b"]
 
 
 def test_the_file_is_the_servers_alone_and_keeps_its_data_across_a_restart(server):
