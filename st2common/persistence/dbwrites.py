@@ -10,8 +10,9 @@ a write's CPU. The shapes the services send on their hot paths are simple:
 | update         | one statement, no upsert, no array filters; the filter is ``_id`` |
 |                | (an ObjectId or ``$in`` of them) and equalities of top-level      |
 |                | fields to strings or integers; the update ``$set`` / ``$unset``   |
-|                | / ``$inc`` of top-level fields (``$pull`` of fields the documents |
-|                | do not have is the nothing it is)                                 |
+|                | / ``$inc`` / ``$push`` (a value, or ``$each`` alone) of top-level |
+|                | fields (``$pull`` of fields the documents do not have is the      |
+|                | nothing it is)                                                    |
 | findAndModify  | the same, for one ``_id``, without projection or upsert           |
 | insert         | into a collection that exists, not GridFS's: the documents in one |
 |                | transaction (nx-27017 reads the table list and resolves the       |
@@ -195,6 +196,23 @@ def _plan(query: Any, update: Any) -> _Plan | None:
                 # Mongo refuses $inc of a non-number: nx-27017 says so.
                 guards.append(f"json_type(data, '$.{name}') IS NULL OR json_type(data, '$.{name}') IN "
                               f"('integer', 'real')")
+            elif operator == "$push":
+                values = _pushed(value)
+                if values is None:
+                    return None
+                try:
+                    encoded = [_encode(item) for item in values]
+                except (TypeError, ValueError):
+                    return None
+                appended = ", ".join("'$[#]', json(?)" for _ in encoded)
+                # A missing field becomes the list, as Mongo makes it; a field that is not a list is an
+                # error Mongo gives, so nx-27017 answers it.
+                if encoded:
+                    settings.append(f"'$.{name}', json_insert(COALESCE(json_extract(data, '$.{name}'), "
+                                    f"json('[]')), {appended})")
+                    params.extend(encoded)
+                    changes = True
+                guards.append(f"json_type(data, '$.{name}') IS NULL OR json_type(data, '$.{name}') = 'array'")
             elif operator == "$pull":
                 # Of a field the document does not have: nothing. Of one it has: nx-27017's work.
                 guards.append(f"json_type(data, '$.{name}') IS NULL")
@@ -207,6 +225,14 @@ def _plan(query: Any, update: Any) -> _Plan | None:
         expression = f"json_set({expression}, {', '.join(settings)})"
     conditions = [f"({condition})" for condition in conditions]
     return _Plan(ids, conditions, condition_params, guards, expression, params, changes)
+
+
+def _pushed(value: Any) -> list[Any] | None:
+    """The items a ``$push`` appends: one value, or ``$each`` without modifiers; None for any other shape."""
+    if isinstance(value, dict):
+        # $slice, $position, $sort, or a document pushed whole: nx-27017's.
+        return value["$each"] if list(value) == ["$each"] and isinstance(value["$each"], list) else None
+    return [value]
 
 
 def _matched(db, table: str, plan: _Plan) -> list[tuple[int, int]] | None:

@@ -44,6 +44,13 @@ UPDATES = [
     (lambda ids: {"_id": ids[1]}, {"$pull": {"tags": "x"}}, False),  # a $pull that does something
     (lambda ids: {"_id": ids[1]}, {"$inc": {"status": 1}}, False),  # Mongo refuses it
     (lambda ids: {"_id": ids[0]}, {"$set": {"nested.a.b": [3]}}, False),  # a dotted path: nx-27017's
+    # the parent's children, appended by a workflow engine
+    (lambda ids: {"_id": ids[0]}, {"$push": {"tags": {"$each": ["y", "z"]}}, "$inc": {"revision": 1}}, False),
+    (lambda ids: {"_id": ids[1]}, {"$push": {"children": {"$each": ["a"]}}}, False),  # no such list yet
+    (lambda ids: {"_id": ids[2]}, {"$push": {"tags": {"x": STAMP}}}, False),  # a document: nx-27017's
+    (lambda ids: {"_id": ids[2]}, {"$push": {"tags": {"$each": ["w"], "$slice": -1}}}, False),  # nx-27017's
+    (lambda ids: {"_id": ids[2]}, {"$push": {"status": "w"}}, False),  # not a list: Mongo refuses it
+    (lambda ids: {"_id": ids[0]}, {"$push": {"tags": {"$each": []}}}, False),  # changes nothing
 ]
 
 
@@ -98,7 +105,10 @@ def test_the_simple_shapes_are_written_here_and_the_rest_left_to_nx27017(handler
     assert not taken({"_id": ids[0]}, {"$set": {"a.b": 1}})  # dotted path
     assert not taken({"status": "y"}, {"$set": {"status": "z"}})  # no _id
     assert not taken({"_id": ids[0], "n": {"$gt": 0}}, {"$set": {"status": "z"}})  # an operator
-    assert not taken({"_id": ids[0]}, {"$push": {"tags": "y"}})
+    assert taken({"_id": ids[0]}, {"$push": {"tags": "y"}})
+    assert taken({"_id": ids[0]}, {"$push": {"tags": {"$each": ["y", 2, STAMP]}}, "$inc": {"revision": 1}})
+    assert not taken({"_id": ids[0]}, {"$push": {"tags": {"$each": ["y"], "$position": 0}}})
+    assert not taken({"_id": ids[0]}, {"$push": {"status": "y"}})  # not a list
     assert not taken({"_id": ids[0]}, {"$set": {"status": "z"}}, upsert=True)
     assert not taken({"_id": ObjectId()}, {"$set": {"status": "z"}})  # no match: nx-27017 answers
     assert not taken({"_id": {"$in": [ids[0], ObjectId()]}}, {"$set": {"status": "z"}}, multi=True)  # not all
