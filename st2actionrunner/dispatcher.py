@@ -326,6 +326,7 @@ class Dispatcher:
             publish=self.publisher.publish,
             settings=self.settings,
             auth_token=token,
+            record=execution,
         )
 
     def _trigger_scope(self, execution: ExecutionDB) -> dict[str, Any]:

@@ -47,6 +47,8 @@ class RunContext:
     settings: Any = None
     #: A token of the execution's user, valid while it runs (ST2_ACTION_AUTH_TOKEN), when auth is on.
     auth_token: str | None = None
+    #: The execution as the action runner claimed it (a workflow runner builds on it without reading it again).
+    record: Any = None
 
     @property
     def entry_point_path(self) -> Path | None:

@@ -116,14 +116,17 @@ def api_url(settings) -> str:
 # -- request (in the action runner) ----------------------------------------------------------
 
 def request(publish: Callable[[str, str, dict], None], execution_id: str, spec: WorkflowSpec,
-            input: dict[str, Any], notify_tasks: list[str] | None = None, settings=None) -> WorkflowExecutionDB:
+            input: dict[str, Any], notify_tasks: list[str] | None = None, settings=None,
+            execution: ExecutionDB | None = None) -> WorkflowExecutionDB:
     """Store a workflow execution for a running execution and hand it to the engine.
 
+    execution is the record the action runner claimed (read when not given).
     An input the action runner decrypted (its stored parameter is a template that
     decrypts, as a parent workflow's sealed task input is) enters the workflow as
     that template, never as the clear value: a task given it decrypts it again.
     """
-    execution = Access(ExecutionDB).get_by_id(execution_id)
+    if execution is None or str(execution.pk) != str(execution_id):
+        execution = Access(ExecutionDB).get_by_id(execution_id)
     input = {**input, **{name: value for name, value in (execution.parameters or {}).items()
                          if name in input and masking.decrypts(value)}}
     context = dict(execution.context or {})
@@ -156,9 +159,10 @@ def _adopt(execution: ExecutionDB, context: dict[str, Any], workflow_id: str) ->
     started it stops: the workflow engine, not that process, now carries it.
     """
     info = {k: v for k, v in dict(execution.runner_info or {}).items() if k != "worker_id"}
-    Access(ExecutionDB).update_if(execution.pk, {}, {
+    # Nothing is read back: the action runner's end of the run reads the record whole.
+    Access(ExecutionDB).set_if(execution.pk, {}, {
         "context": {**context, "workflow_execution": workflow_id}, "runner_info": info,
-        "workflow_execution": workflow_id}, publish=False)
+        "workflow_execution": workflow_id})
 
 
 def request_rerun(publish: Callable[[str, str, dict], None], execution_id: str, original_id: str,

@@ -52,7 +52,7 @@ class OrquestaRunner(ActionRunner):
             return RunResult(statuses.FAILED, {"errors": inspection.flatten(exc.errors), "output": None})
         notify = self.ctx.runner_parameters.get("notify") or []
         workflows.request(self._publish, self.ctx.execution_id, spec, dict(self.ctx.action_parameters),
-                          notify_tasks=list(notify), settings=self.ctx.settings)
+                          notify_tasks=list(notify), settings=self.ctx.settings, execution=self.ctx.record)
         return RunResult(statuses.RUNNING, {})
 
     def _rerun(self, rerun: dict) -> RunResult:
