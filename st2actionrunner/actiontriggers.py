@@ -14,23 +14,26 @@ in four round trips however many executions it holds:
 | (rule-requested executions)     |                                                         |
 | the traces the others start     | one insert (``execution-<id>``, ids derived from the     |
 |                                 | executions')                                            |
-| the trigger instances (pending) | one insert, ids derived from the executions'            |
 | the trace links                 | one insert: each execution that started its trace, or   |
 |                                 | joins its parent's (a workflow's child), then its       |
 |                                 | instance, caused by the execution                       |
+| the trigger instances (pending) | one insert, ids derived from the executions'            |
 
 then one message per instance on trigger_instances_dispatch, as dispatch
 sends it. When no enabled rule is on the action trigger (triggers.has_rules,
 kept current by the rule events), the instances are stored as ``processed``
 and no message is sent: matching them against no rule is all a rules engine
-would do, after a message, a read of its index and a write each. Every id is derived, so a repeat (a redelivered completion) is a
-conflict: the batch then goes through the one-by-one path, which stores only
-what is missing. An execution whose carried trace no longer exists goes that
+would do, after a message, a read of its index and a write each; and the first of
+a batch then waits RECORD_LINGER for more, so that executions ending one after
+another (a workflow's tasks) share the writes too. Every id is derived, so a
+repeat (a redelivered completion) is a conflict: the batch then goes through
+the one-by-one path, which stores only what is missing. An execution whose carried trace no longer exists goes that
 way too (a new trace is made for it there).
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any, Callable
 
@@ -47,6 +50,9 @@ from st2common.transport.publisher import Publisher
 
 LOG = logging.getLogger(__name__)
 
+# Seconds the first action trigger of a batch waits for others when no rule is on the action trigger.
+RECORD_LINGER = 0.05
+
 
 class ActionTriggers:
     """Writes the action triggers of concurrently completed executions in batches."""
@@ -61,16 +67,24 @@ class ActionTriggers:
         self.instance_id = instance_id
         self.one_by_one = one_by_one
         self.instances = Access(TriggerInstanceDB)
-        self._write = Coalescer(self._write_batch)
+        self._write = Coalescer(self._write_batch, linger=self._linger)
 
     def dispatch(self, execution: ExecutionDB) -> None:
         """Store and announce the action trigger of a completed execution; returns once it is written."""
-        error = self._write(execution)
+        error = self._write((execution, utcnow()))
         if error is not None:
             raise error
 
-    def _write_batch(self, batch: list[ExecutionDB]) -> list[Exception | None]:
+    @staticmethod
+    def _linger() -> float:
+        # Instances no rule waits for are a record only: those of executions that end one after
+        # another (a workflow's tasks) then share the writes. Their messages are acked once written.
+        return 0.0 if triggers.has_rules(triggertypes.ACTION_TRIGGER_REF) else RECORD_LINGER
+
+    def _write_batch(self, requests: list[tuple[ExecutionDB, datetime.datetime]]) -> list[Exception | None]:
         """Each execution's error (None when written); the batch's own trouble raises for all of them."""
+        batch = [execution for execution, _ in requests]
+        occurred = {str(execution.pk): when for execution, when in requests}
         trigger, trigger_type = triggers.resolve_trigger(triggertypes.ACTION_TRIGGER_REF, self.publisher)
         errors: dict[str, Exception | None] = {str(e.pk): None for e in batch}
         together, apart, known = self._partition(batch)
@@ -91,7 +105,7 @@ class ActionTriggers:
         for execution in together:
             execution_id = str(execution.pk)
             instance = TriggerInstanceDB(id=self.instance_id(execution), trigger=trigger.ref,
-                                         payload=payloads[execution_id], occurrence_time=utcnow(),
+                                         payload=payloads[execution_id], occurrence_time=occurred[execution_id],
                                          status=status)
             instances.append(instance)
             if execution_id in started:
@@ -103,6 +117,11 @@ class ActionTriggers:
                 links = []
             links.append(trace_service.trigger_instance_link(instance.pk, trigger.ref, execution_id))
             traces_links.append((started.get(execution_id) or known[execution_id], links))
+        if traces_links:
+            # Before the instances: whoever finds an instance finds it in its trace. A repeat's links
+            # go in here too (repeats skipped), as the one-by-one path makes none for an instance it
+            # finds stored.
+            trace_service.add_links_of(traces_links)
         try:
             # Every field is built here from checked values: mongoengine's validation and bulk insert
             # would only cost (a tenth of the action runner's CPU for a workflow's child).
@@ -110,12 +129,9 @@ class ActionTriggers:
             repeated = False
         except ConflictError:
             # Some were dispatched before: the one-by-one path stores what is missing and announces
-            # what is still pending; the links go in now (repeats skipped), as dispatch makes none
-            # for an instance it finds stored.
+            # what is still pending.
             LOG.debug("action triggers of %d executions: some were dispatched before", len(together))
             repeated = True
-        if traces_links:
-            trace_service.add_links_of(traces_links)
         if repeated:
             apart.extend(together)
         elif ruled:

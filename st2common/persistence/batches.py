@@ -11,12 +11,15 @@ one makes one round trip per batch instead of one per message.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Generic, TypeVar
 
 import eventlet
 from eventlet.event import Event
 
 from st2common.persistence.access import Access, to_object_id
+
+LOG = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
@@ -25,11 +28,18 @@ DEFAULT_BATCH_SIZE = 256
 
 
 class Coalescer(Generic[Request, Result]):
-    """Runs run(requests) -> results (same order) for the requests of concurrent green threads, in batches."""
+    """Runs run(requests) -> results (same order) for the requests of concurrent green threads, in batches.
 
-    def __init__(self, run: Callable[[list[Request]], list[Result]], batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    linger() gives the seconds a first request waits for others before its batch
+    runs (none by default): for writes nobody waits on, so that requests that
+    come one at a time still share a round trip.
+    """
+
+    def __init__(self, run: Callable[[list[Request]], list[Result]], batch_size: int = DEFAULT_BATCH_SIZE,
+                 linger: Callable[[], float] | None = None) -> None:
         self.run = run
         self.batch_size = batch_size
+        self.linger = linger
         self._waiting: list[tuple[Request, Event]] = []
         self._running = False
 
@@ -46,6 +56,7 @@ class Coalescer(Generic[Request, Result]):
         # Green threads switch only on I/O: nothing can be queued between the last
         # emptiness check and _running going False.
         try:
+            self._pause()
             while self._waiting:
                 batch, self._waiting = self._waiting[:self.batch_size], self._waiting[self.batch_size:]
                 try:
@@ -58,6 +69,17 @@ class Coalescer(Generic[Request, Result]):
                     waiter.send(result)
         finally:
             self._running = False
+
+    def _pause(self) -> None:
+        if self.linger is None:
+            return
+        try:
+            wait = self.linger()
+        except Exception:  # the batch then runs at once, and meets the trouble itself
+            LOG.debug("coalescer: no linger", exc_info=True)
+            return
+        if wait > 0:
+            eventlet.sleep(wait)
 
 
 class Loader:
