@@ -555,7 +555,9 @@ class WorkflowService(WorkflowRecords):
             if not statuses.is_transition_valid("execution", execution.status, target):
                 via = (statuses.RUNNING,)
             try:
-                executions.update_status(self.executions, execution, target, publish_work=False, via=via, **changes)
+                # held: the fields read are all the write and its event need; nothing is read back.
+                executions.update_status(self.executions, execution, target, publish_work=False, via=via, held=True,
+                                         **changes)
                 if status in statuses.COMPLETED:
                     LOG.info("workflow execution %s %s", outcome.workflow.pk, status)
                 if target == statuses.RUNNING and execution.parent:
