@@ -2,10 +2,10 @@
 
 import mongoengine as me
 
-from st2common.models.db.base import ContentMixin, EscapedDictField, WholeDictField, WholeListField
+from st2common.models.db.base import ContentMixin, EscapedDictField, LeanLoad, WholeDictField, WholeListField
 
 
-class ActionDB(ContentMixin, me.Document):
+class ActionDB(LeanLoad, ContentMixin, me.Document):
     """An action: metadata, runner type and the parameter schema."""
 
     RESOURCE_TYPE = "action"

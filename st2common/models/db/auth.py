@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mongoengine as me
 
-from st2common.models.db.base import EscapedDictField, utcnow
+from st2common.models.db.base import EscapedDictField, LeanLoad, utcnow
 
 
 class UserDB(me.Document):
@@ -25,7 +25,7 @@ class UserDB(me.Document):
     meta = {"collection": "user_d_b"}
 
 
-class TokenDB(me.Document):
+class TokenDB(LeanLoad, me.Document):
     """An access token: its hash, owner and expiry. The database removes it a day after it expires.
 
     Kept that day so that a client using it hears "Token has expired", not just "Unauthorized".

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import functools
 from typing import Any
 
 import mongoengine as me
+from bson import SON
+from mongoengine import signals
 from mongoengine.base.datastructures import BaseDict, BaseList
 
 # MongoDB keys may not contain "." or start with "$"; StackStorm stores such keys
@@ -232,3 +235,97 @@ class ContentMixin:
         """Derive ref and uid from pack and name."""
         self.ref = self.make_ref(self.pack, self.name)
         self.uid = f"{self.RESOURCE_TYPE}:{self.pack}:{self.name}"
+
+
+# Field types whose loaded value mongoengine stores as given (BaseField.__set__): a document made of
+# these alone can be loaded without its constructor. Any other (embedded documents, references,
+# enums, files) takes mongoengine's own path.
+_PLAIN_FIELDS = (me.StringField, me.IntField, me.LongField, me.FloatField, me.BooleanField, me.DateTimeField,
+                 me.ObjectIdField, me.DynamicField, me.DictField, me.ListField)
+_PLAIN_INNER = (me.StringField, me.IntField, me.LongField, me.FloatField, me.BooleanField, me.DateTimeField,
+                me.ObjectIdField, me.DictField)
+_MISSING = object()
+
+
+def _plain_field(field: me.fields.BaseField) -> bool:
+    if type(field).__set__ not in (me.fields.BaseField.__set__, me.fields.ComplexBaseField.__set__):
+        return False
+    if isinstance(field, (me.DictField, me.ListField)):
+        inner = field.field
+        return inner is None or (isinstance(inner, _PLAIN_INNER) and _plain_field(inner))
+    return isinstance(field, _PLAIN_FIELDS)
+
+
+class LeanLoad:
+    """Loads stored documents without mongoengine's constructor, for documents of plain fields.
+
+    mongoengine builds a loaded document by calling its constructor, which goes
+    through every field's setter and descriptor (and a check of every key):
+    most of the cost of reading a record, and of listing executions through the
+    API. This leaves the same document: each field's value converted by its
+    to_python, None (or absent) replaced by its default as the setter does,
+    the choice fields' get_<name>_display, no change marks.
+    """
+
+    @classmethod
+    def _from_son(cls, son, _auto_dereference=True, created=False):
+        plan = _LOAD_PLANS.get(cls)
+        if plan is None:
+            plan = _LOAD_PLANS[cls] = _load_plan(cls)
+        if (plan is False or not _auto_dereference or not isinstance(son, dict)
+                or son.get("_cls", cls._class_name) != cls._class_name or _signalled()
+                or any(key not in plan.known for key in son)):
+            return super()._from_son(son, _auto_dereference=_auto_dereference, created=created)
+        data = {}
+        try:
+            for name, db_field, to_python, null, default in plan.fields:
+                value = son.get(db_field)
+                if value is None:
+                    if not null and default is not None:
+                        value = default() if callable(default) else default
+                else:
+                    value = to_python(value)
+                data[name] = value
+        except (AttributeError, ValueError):
+            # A value its field cannot take: mongoengine's path names it.
+            return super()._from_son(son, _auto_dereference=_auto_dereference, created=created)
+        doc = cls.__new__(cls)
+        state = object.__setattr__
+        state(doc, "_initialised", False)
+        state(doc, "_created", created)
+        state(doc, "_dynamic_fields", SON())
+        state(doc, "_data", data)
+        state(doc, "_cls", cls._class_name)
+        for attribute, field in plan.choices:
+            state(doc, attribute, functools.partial(doc._BaseDocument__get_field_display, field=field))
+        state(doc, "_changed_fields", [])
+        state(doc, "_initialised", True)
+        return doc
+
+
+class _LoadPlan:
+    __slots__ = ("fields", "known", "choices")
+
+    def __init__(self, fields, known, choices) -> None:
+        self.fields = fields
+        self.known = known
+        self.choices = choices
+
+
+_LOAD_PLANS: dict[type, Any] = {}
+
+
+def _load_plan(cls) -> _LoadPlan | bool:
+    """How to load cls's documents lean, or False when one of its fields needs mongoengine's path."""
+    if cls._dynamic or cls.STRICT or not all(_plain_field(field) for field in cls._fields.values()):
+        return False
+    fields = tuple((name, field.db_field, field.to_python, field.null, field.default)
+                   for name, field in cls._fields.items())
+    known = frozenset({field.db_field for field in cls._fields.values()} | {"_cls", "_text_score"})
+    choices = tuple((f"get_{name}_display", field) for name, field in cls._fields.items() if field.choices)
+    return _LoadPlan(fields, known, choices)
+
+
+def _signalled() -> bool:
+    """True when some code listens to a document's construction (mongoengine's signals)."""
+    return bool(getattr(signals.pre_init, "receivers", None) or getattr(signals.post_init, "receivers", None))

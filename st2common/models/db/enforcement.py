@@ -2,12 +2,12 @@
 
 import mongoengine as me
 
-from st2common.models.db.base import WholeDictField, utcnow
+from st2common.models.db.base import LeanLoad, WholeDictField, utcnow
 # The statuses live with the others; kept importable from here.
 from st2common.statuses import ENFORCEMENT_FAILED, ENFORCEMENT_STATUSES, ENFORCEMENT_SUCCEEDED  # noqa: F401
 
 
-class RuleEnforcementDB(me.Document):
+class RuleEnforcementDB(LeanLoad, me.Document):
     """One rule applied to one trigger instance: the execution requested, or why none was."""
 
     RESOURCE_TYPE = "rule_enforcement"

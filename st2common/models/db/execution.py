@@ -4,11 +4,11 @@ import mongoengine as me
 
 from st2common import statuses
 from st2common.models.db.base import (
-    EscapedDictField, EscapedDynamicField, WholeDictField, WholeListField, utcnow,
+    EscapedDictField, EscapedDynamicField, LeanLoad, WholeDictField, WholeListField, utcnow,
 )
 
 
-class ExecutionDB(me.Document):
+class ExecutionDB(LeanLoad, me.Document):
     """One run of an action. The single record behind /executions (StackStorm keeps two)."""
 
     RESOURCE_TYPE = "execution"
@@ -55,7 +55,7 @@ class ExecutionDB(me.Document):
     }
 
 
-class ExecutionOutputDB(me.Document):
+class ExecutionOutputDB(LeanLoad, me.Document):
     """One chunk of an execution's stdout / stderr, stored while it runs."""
 
     RESOURCE_TYPE = "execution_output"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mongoengine as me
 
+from st2common.models.db.base import LeanLoad
+
 #: Scopes as StackStorm stores them, and the short forms its API and CLI accept.
 FULL_SYSTEM_SCOPE = "st2kv.system"
 FULL_USER_SCOPE = "st2kv.user"
@@ -17,7 +19,7 @@ FULL_SCOPES = {SYSTEM_SCOPE: FULL_SYSTEM_SCOPE, USER_SCOPE: FULL_USER_SCOPE,
                FULL_SYSTEM_SCOPE: FULL_SYSTEM_SCOPE, FULL_USER_SCOPE: FULL_USER_SCOPE}
 
 
-class KeyValuePairDB(me.Document):
+class KeyValuePairDB(LeanLoad, me.Document):
     """One datastore item. ``value`` is text; for a secret it is the ciphertext.
 
     StackStorm stores a user-scoped item under the name ``<user>:<name>``; here

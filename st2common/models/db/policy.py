@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mongoengine as me
 
-from st2common.models.db.base import ContentMixin, EscapedDictField, utcnow
+from st2common.models.db.base import ContentMixin, EscapedDictField, LeanLoad, utcnow
 
 
 class PolicyTypeDB(me.Document):
@@ -33,7 +33,7 @@ class PolicyTypeDB(me.Document):
         self.uid = f"{self.RESOURCE_TYPE}:{self.resource_type}:{self.name}"
 
 
-class PolicyDB(ContentMixin, me.Document):
+class PolicyDB(LeanLoad, ContentMixin, me.Document):
     """A policy of one type attached to one action; an action has at most one policy of each type."""
 
     RESOURCE_TYPE = "policy"

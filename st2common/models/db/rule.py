@@ -2,7 +2,7 @@
 
 import mongoengine as me
 
-from st2common.models.db.base import ContentMixin, EscapedDictField, WholeDictField, WholeListField
+from st2common.models.db.base import ContentMixin, EscapedDictField, LeanLoad, WholeDictField, WholeListField
 
 RULE_TYPE_STANDARD = "standard"
 RULE_TYPE_BACKSTOP = "backstop"
@@ -27,7 +27,7 @@ class RuleTypeDB(me.Document):
         self.uid = f"{self.RESOURCE_TYPE}:{self.name}"
 
 
-class RuleDB(ContentMixin, me.Document):
+class RuleDB(LeanLoad, ContentMixin, me.Document):
     """A rule: when its trigger fires and the criteria hold, run the action with rendered parameters.
 
     ``trigger`` is ``{type, parameters, ref}`` (ref names the TriggerDB for

@@ -2,10 +2,10 @@
 
 import mongoengine as me
 
-from st2common.models.db.base import EscapedDictField
+from st2common.models.db.base import EscapedDictField, LeanLoad
 
 
-class RunnerTypeDB(me.Document):
+class RunnerTypeDB(LeanLoad, me.Document):
     """A runner type: how an action of this kind is executed, and its parameters."""
 
     RESOURCE_TYPE = "runner_type"

@@ -9,7 +9,7 @@ without a read-modify-write race. The API puts the lists back together.
 
 import mongoengine as me
 
-from st2common.models.db.base import utcnow
+from st2common.models.db.base import LeanLoad, utcnow
 
 COMPONENT_TRIGGER_INSTANCE = "trigger_instance"
 COMPONENT_RULE = "rule"
@@ -24,7 +24,7 @@ COMPONENT_LISTS = {
 }
 
 
-class TraceDB(me.Document):
+class TraceDB(LeanLoad, me.Document):
     """One trace: its tag and when it started; its components live in TraceComponentDB."""
 
     RESOURCE_TYPE = "trace"
@@ -40,7 +40,7 @@ class TraceDB(me.Document):
         return f"{self.RESOURCE_TYPE}:{self.pk}"
 
 
-class TraceComponentDB(me.Document):
+class TraceComponentDB(LeanLoad, me.Document):
     """One member of a trace: a trigger instance, a rule (as enforced) or an execution, and its cause.
 
     ``caused_by`` is ``{type, id}``: a rule is caused by a trigger instance,

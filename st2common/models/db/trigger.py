@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import mongoengine as me
 
 from st2common import statuses
-from st2common.models.db.base import ContentMixin, EscapedDictField, WholeListField, utcnow
+from st2common.models.db.base import ContentMixin, EscapedDictField, LeanLoad, WholeListField, utcnow
 
 TRIGGER_INSTANCE_STATUSES = (
     statuses.TRIGGER_INSTANCE_PENDING,
@@ -23,7 +23,7 @@ def parameters_hash(parameters: Mapping[str, Any] | None) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()  # noqa: S324 - an identity, not a secret
 
 
-class TriggerTypeDB(ContentMixin, me.Document):
+class TriggerTypeDB(LeanLoad, ContentMixin, me.Document):
     """A kind of event (``core.st2.webhook``) with the schemas of its payload and parameters."""
 
     RESOURCE_TYPE = "trigger_type"
@@ -41,7 +41,7 @@ class TriggerTypeDB(ContentMixin, me.Document):
     meta = {"collection": "trigger_type_d_b", "indexes": ["pack", "name"]}
 
 
-class TriggerDB(ContentMixin, me.Document):
+class TriggerDB(LeanLoad, ContentMixin, me.Document):
     """A trigger type with concrete parameters; a parameter-less type has a same-named "shadow" one.
 
     Triggers with parameters are created for rules under a UUID name. Whole
@@ -77,7 +77,7 @@ class TriggerDB(ContentMixin, me.Document):
         self.uid = f"{self.RESOURCE_TYPE}:{self.pack}:{self.name}:{self.parameters_hash}"
 
 
-class TriggerInstanceDB(me.Document):
+class TriggerInstanceDB(LeanLoad, me.Document):
     """One occurrence of a trigger: its payload, when it happened, and how far its processing got."""
 
     RESOURCE_TYPE = "trigger_instance"

@@ -16,10 +16,10 @@ task instance for good, so a second insert of the same one is refused.
 import mongoengine as me
 
 from st2common import statuses
-from st2common.models.db.base import EscapedDictField, EscapedDynamicField, utcnow
+from st2common.models.db.base import EscapedDictField, EscapedDynamicField, LeanLoad, utcnow
 
 
-class WorkflowExecutionDB(me.Document):
+class WorkflowExecutionDB(LeanLoad, me.Document):
     """One run of an Orquesta workflow, behind the action execution that started it."""
 
     RESOURCE_TYPE = "workflow_execution"
@@ -49,7 +49,7 @@ class WorkflowExecutionDB(me.Document):
     }
 
 
-class TaskExecutionDB(me.Document):
+class TaskExecutionDB(LeanLoad, me.Document):
     """One attempt of one task instance of a workflow execution (all its with-items children)."""
 
     RESOURCE_TYPE = "task_execution"
