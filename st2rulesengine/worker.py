@@ -40,7 +40,7 @@ from st2common.models.api.base import stored
 from st2common.models.db.rule import RuleDB
 from st2common.models.db.trace import COMPONENT_TRIGGER_INSTANCE, TraceDB
 from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB
-from st2common.persistence.access import Access, to_object_id
+from st2common.persistence.access import Access
 from st2common.persistence.batches import Loader
 from st2common.services import trace as trace_service
 from st2common.services import triggerinstances, triggers
@@ -212,9 +212,10 @@ class RulesEngine(Handler):
 
     def _trace(self, instance: TriggerInstanceDB, body: dict[str, Any]) -> TraceDB:
         """The instance's trace: the one dispatch named, else found by its link, else a new one."""
-        if body.get("trace_id") and body.get("trace_tag") and to_object_id(body["trace_id"]):
+        named = triggerinstances.trace_from_message(body)
+        if named is not None:
             # Dispatch stored it and says what it is: no need to read it back.
-            return TraceDB(id=to_object_id(body["trace_id"]), trace_tag=body["trace_tag"])
+            return named
         found = trace_service.trace_of(COMPONENT_TRIGGER_INSTANCE, instance.pk)
         if found is not None:
             return found

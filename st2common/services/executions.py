@@ -51,6 +51,7 @@ import datetime
 import functools
 import json
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -64,7 +65,7 @@ from st2common.exceptions import (
 )
 from st2common.models.api.base import stored
 from st2common.models.db.action import ActionDB
-from st2common.models.db.base import json_copy, utcnow
+from st2common.models.db.base import EscapedDictField, WholeDictField, WholeListField, json_copy, utcnow
 from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
 from st2common.models.db.runner import RunnerTypeDB
 from st2common.persistence.access import CREATE, UPDATE, Access
@@ -238,6 +239,8 @@ class _SharedForms:
     def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
         self._forms: dict[int, tuple[Any, dict[Any, Any]]] = {}
+        # Read by _stored_shape: a value whose id is not in it is not shared.
+        self.forms = self._forms
 
     def share(self, value: Any) -> Any:
         """Mark value as never changed in place from now on; returns it."""
@@ -365,6 +368,11 @@ def prepare(action_ref: str, parameters: dict[str, Any] | None = None, *,
 
 _EXECUTION_FIELDS = tuple(ExecutionDB._fields.items())
 _CHOICE_FIELDS = tuple((f"get_{name}_display", field) for name, field in _EXECUTION_FIELDS if field.choices)
+_FIELD_DISPLAY = ExecutionDB._BaseDocument__get_field_display
+_EXECUTION_NAMES = tuple(name for name, _ in _EXECUTION_FIELDS)
+# The fields whose None is replaced by their default, as mongoengine's constructor does.
+_DEFAULTED = tuple((name, field.default) for name, field in _EXECUTION_FIELDS
+                   if not field.null and field.default is not None)
 
 
 def _new_execution(**values: Any) -> ExecutionDB:
@@ -374,14 +382,13 @@ def _new_execution(**values: Any) -> ExecutionDB:
     descriptor for each default: a fifth of the CPU of a rule's request. This
     leaves the same document: every field in _data (None given: the field's
     default), the choice fields' get_<name>_display, no change marks yet, but
-    kept from here on (a new document keeps none otherwise).
+    kept from here on (a new document keeps none otherwise); and no reference
+    cycle, so it is freed as soon as it is dropped.
     """
-    data = {}
-    for name, field in _EXECUTION_FIELDS:
-        value = values.get(name)
-        if value is None and not field.null and field.default is not None:
-            value = field.default() if callable(field.default) else field.default
-        data[name] = value
+    data = {name: values.get(name) for name in _EXECUTION_NAMES}
+    for name, default in _DEFAULTED:
+        if data[name] is None:
+            data[name] = default() if callable(default) else default
     execution = ExecutionDB.__new__(ExecutionDB)
     state = object.__setattr__
     state(execution, "_initialised", False)
@@ -389,14 +396,83 @@ def _new_execution(**values: Any) -> ExecutionDB:
     state(execution, "_dynamic_fields", SON())
     state(execution, "_data", data)
     state(execution, "_cls", ExecutionDB._class_name)
-    for attribute, field in _CHOICE_FIELDS:
-        state(execution, attribute, functools.partial(execution._BaseDocument__get_field_display, field=field))
+    if _CHOICE_FIELDS:
+        # Through a weak reference: the constructor's bound method makes the document a reference cycle, which
+        # only the garbage collector frees (with everything the document holds), long after its last use.
+        weak = weakref.proxy(execution)
+        for attribute, field in _CHOICE_FIELDS:
+            state(execution, attribute, functools.partial(_FIELD_DISPLAY, weak, field=field))
     state(execution, "_changed_fields", [])
     state(execution, "_initialised", True)
     return execution
 
 
-_FIELDS = [(name, ExecutionDB._fields[name]) for name in ExecutionDB._fields_ordered if name != "id"]
+# What a field's to_mongo() gives for the values prepare() puts in them, without mongoengine's walk of each
+# value (most of the CPU of a stored shape). Each answers _NOT_PLAIN for a value it cannot vouch for: to_mongo()
+# then does it.
+_NOT_PLAIN = object()
+_LEAVES = (str, int, float, datetime.datetime)
+
+
+def _escaped(value: Any) -> Any:
+    """models.db.base.escape(value) (an EscapedDictField's stored form), with fewer calls per key."""
+    if isinstance(value, dict):
+        return {(key if key.__class__ is str and "." not in key and "$" not in key else _escape_key(key)):
+                (_escaped(item) if isinstance(item, (dict, list, tuple)) else item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escaped(item) if isinstance(item, (dict, list, tuple)) else item for item in value]
+    return value
+
+
+def _escape_key(key: Any) -> str:
+    return str(key).replace("$", "\uff04").replace(".", "\uff0e")
+
+
+def _plain_copy(value: Any) -> Any:
+    """A DictField's or ListField's to_mongo() of plain JSON (dicts, lists, text, numbers, times): a copy."""
+    if isinstance(value, dict):
+        copied = {}
+        for key, item in value.items():
+            item = item if item is None or isinstance(item, _LEAVES) else _plain_copy(item)
+            if item is _NOT_PLAIN:
+                return _NOT_PLAIN
+            copied[key] = item
+        return copied
+    if isinstance(value, (list, tuple)):
+        copied = []
+        for item in value:
+            item = item if item is None or isinstance(item, _LEAVES) else _plain_copy(item)
+            if item is _NOT_PLAIN:
+                return _NOT_PLAIN
+            copied.append(item)
+        return copied
+    return value if value is None or isinstance(value, _LEAVES) else _NOT_PLAIN
+
+
+def _former(field: me.fields.BaseField) -> Callable[[Any], Any]:
+    """A faster field.to_mongo for the values it can vouch for; _NOT_PLAIN for the others."""
+    kind = type(field)
+    if kind is me.StringField:
+        return lambda value: value if isinstance(value, str) else _NOT_PLAIN
+    if kind is me.IntField:
+        # int() of a bool (an int too) is not the bool.
+        return lambda value: value if value.__class__ is int else _NOT_PLAIN
+    if kind is me.DateTimeField:
+        return lambda value: value if isinstance(value, datetime.datetime) else _NOT_PLAIN
+    if kind is EscapedDictField and field.field is None:
+        return lambda value: _escaped(value) if isinstance(value, (dict, list)) else _NOT_PLAIN
+    inner = type(field.field) if kind in (WholeDictField, WholeListField) else None
+    if kind is WholeListField and inner is me.StringField:
+        return lambda value: list(value) if isinstance(value, list) and all(
+            isinstance(item, str) for item in value) else _NOT_PLAIN
+    if (kind is WholeDictField and field.field is None) or (
+            kind is WholeListField and inner is me.DictField and field.field.field is None):
+        return _plain_copy
+    return lambda value: _NOT_PLAIN
+
+
+_FIELDS = [(name, ExecutionDB._fields[name], _former(ExecutionDB._fields[name]))
+           for name in ExecutionDB._fields_ordered if name != "id"]
 
 
 def _stored_shape(execution: ExecutionDB) -> dict[str, Any]:
@@ -417,7 +493,8 @@ def _stored_shape(execution: ExecutionDB) -> dict[str, Any]:
         marks = ()
     changed = {name.split(".")[0] for name in marks}
     son: dict[str, Any] = {"_id": execution.pk}
-    for name, field in _FIELDS:
+    shared = _SHARED.forms
+    for name, field, former in _FIELDS:
         value = data.get(name)
         if name in changed:
             if value is None:
@@ -426,7 +503,11 @@ def _stored_shape(execution: ExecutionDB) -> dict[str, Any]:
             else:
                 _validate(lambda: field.validate(value), name)
         if value is not None:
-            value = _SHARED.stored(field, value)
+            if id(value) in shared:
+                value = _SHARED.stored(field, value)
+            else:
+                form = former(value)
+                value = field.to_mongo(value) if form is _NOT_PLAIN else form
         if value is not None or field.null:
             son[field.db_field] = value
     return son

@@ -10,6 +10,8 @@ instance whose claim could not be told apart is finished by the sweep.
 from __future__ import annotations
 
 import datetime
+import gc
+import weakref
 
 import eventlet
 from bson import ObjectId
@@ -130,3 +132,57 @@ def test_claims_that_cannot_be_told_apart_are_enforced_by_the_sweep_once(engine)
         assert status_of(instance) == statuses.TRIGGER_INSTANCE_PROCESSED
         [enforcement] = enforcements_of(instance)
         assert execution_of(enforcement).parameters == {"cmd": f"echo {host}"}
+
+
+def test_an_instance_built_from_its_message_behaves_as_a_constructed_document(engine):
+    # Given the message of a stored pending instance
+    instance = stored_pending({"host": "web1", "a.b": {"$c": [1]}})
+    message = triggerinstances.dispatch_message(instance, TraceDB(id=instance.pk, trace_tag="t"))
+    # When the engine builds the instance from it (past mongoengine's constructor)
+    built = triggerinstances.instance_from_message(message)
+    constructed = TriggerInstanceDB(id=instance.pk, trigger=built.trigger, payload=message["payload"],
+                                    occurrence_time=built.occurrence_time, status=built.status)
+    # Then it is the document the constructor makes: the same values, new, unmarked, valid
+    assert built._data == constructed._data and list(built._data) == list(constructed._data)
+    assert (built._created, built._initialised) == (constructed._created, constructed._initialised) == (True, True)
+    assert not hasattr(built, "_changed_fields") and not hasattr(constructed, "_changed_fields")
+    assert built.get_status_display() == statuses.TRIGGER_INSTANCE_PENDING
+    built.validate()
+    # And its payload is its own (the message's is not shared)
+    assert built.payload == message["payload"] and built._data["payload"] is not message["payload"]
+    # And its status moves as a loaded instance's does
+    assert triggerinstances.update_instance_status(built, statuses.TRIGGER_INSTANCE_PROCESSING) is not None
+    assert status_of(instance) == statuses.TRIGGER_INSTANCE_PROCESSING
+
+
+def test_the_trace_a_message_names_is_built_without_a_read(engine):
+    # Given a dispatch message naming its trace
+    instance = stored_pending({"host": "web1"})
+    trace_id = ObjectId()
+    message = triggerinstances.dispatch_message(instance, TraceDB(id=trace_id, trace_tag="tag-1"))
+    # When the trace is built from it, Then it is the trace the constructor makes with that id and tag
+    trace = triggerinstances.trace_from_message(message)
+    assert isinstance(trace, TraceDB) and (trace.pk, trace.trace_tag) == (trace_id, "tag-1")
+    assert trace._created and trace.start_timestamp is not None
+    trace.validate()
+    # And a message naming no trace, or a malformed one, names none
+    for broken in ({}, {"trace_id": str(trace_id)}, {"trace_id": "nope", "trace_tag": "t"},
+                   {"trace_id": str(trace_id), "trace_tag": ""}, {"trace_id": str(trace_id), "trace_tag": 3}):
+        assert triggerinstances.trace_from_message({**message, **{"trace_id": None, "trace_tag": None}, **broken}) \
+            is None
+
+
+def test_an_instance_built_from_its_message_is_freed_once_dropped(engine):
+    # Given an instance built from its message, its status display asked for
+    instance = stored_pending({"host": "web1"})
+    built = triggerinstances.instance_from_message(
+        triggerinstances.dispatch_message(instance, TraceDB(id=instance.pk, trace_tag="t")))
+    assert built.get_status_display() == statuses.TRIGGER_INSTANCE_PENDING
+    dropped = weakref.ref(built)
+    # When the engine drops it, Then it is gone at once: no reference cycle waits for the garbage collector
+    gc.disable()
+    try:
+        del built
+        assert dropped() is None
+    finally:
+        gc.enable()

@@ -12,6 +12,8 @@ batch is stored again, and executions that do run.
 from __future__ import annotations
 
 import datetime
+import gc
+import weakref
 
 import pytest
 from test_rules_engine import enforcements_of, engine, execution_of, start_engine  # noqa: F401 (fixtures)
@@ -229,3 +231,48 @@ def test_a_prepared_execution_behaves_as_a_constructed_document(engine):
     # And a change made after it is marked (and so checked when it is stored)
     execution.notify = {"on-complete": {}}
     assert "notify" in execution._changed_fields
+
+
+def test_the_stored_shape_of_odd_values_is_mongoengines(engine):
+    # Given a prepared execution whose fields then get values mongoengine converts on the way in: tuples,
+    # nested lists, keys with "." and "$" and a key that is not text, bools where ints go, a time in a dict
+    when = datetime.datetime(2026, 11, 21, 7, 1, 3, 123000, tzinfo=datetime.timezone.utc)
+    execution = executions.prepare("core.local", {"cmd": "echo hi"}, context={"a.b": {"$c": (1, [2, (3,)])}})
+    execution.parameters = {"cmd": "echo hi", "env": {"X.Y": "1", 7: ("a", "b")}}
+    execution.runner_info = {"hostname": "h", "at": when, "nested": [{"k": (1, 2)}]}
+    execution.log = [{"status": statuses.REQUESTED, "timestamp": when, "extra": [1, (2, 3)]}]
+    execution.children = ["c1", "c2"]
+    execution.delay = True
+    execution.result = {"r.s": [{"$t": None}]}
+    execution.trigger_instance = {"payload": (1, {"p.q": 2})}
+    # When its stored shape is built, Then it is what mongoengine's to_mongo() gives, key for key
+    expected = dict(execution.to_mongo())
+    shape = executions._stored_shape(execution)
+    assert list(shape) == list(expected)
+    assert repr(shape) == repr(expected)
+
+
+def test_the_stored_shape_copies_what_it_does_not_escape(engine):
+    # Given a prepared execution
+    execution = executions.prepare("core.local", {"cmd": "echo hi"}, context={"k": {"n": [1]}})
+    # When its stored shape is built, Then none of its dicts or lists is the execution's own
+    shape = executions._stored_shape(execution)
+    for name in ("parameters", "context", "log", "notify"):
+        assert shape[name] is not execution._data[name]
+    assert shape["context"]["k"] is not execution._data["context"]["k"]
+    assert shape["log"][0] is not execution._data["log"][0]
+
+
+def test_a_prepared_execution_is_freed_once_dropped(engine):
+    # Given an execution prepare() builds, stored, its status display asked for
+    execution = executions.prepare("core.local", {"cmd": "echo hi"})
+    executions._insert(executions.access(None), [execution])
+    assert execution.get_status_display() == statuses.REQUESTED
+    dropped = weakref.ref(execution)
+    # When its requester drops it, Then it is gone at once: no reference cycle waits for the garbage collector
+    gc.disable()
+    try:
+        del execution
+        assert dropped() is None
+    finally:
+        gc.enable()
