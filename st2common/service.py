@@ -29,6 +29,8 @@ from st2common.transport.publisher import Publisher
 from st2common.transport.topology import Topology
 
 LOG = logging.getLogger(__name__)
+# Allocations between young-generation collections once a service is ready (Python's default: 700).
+GC_YOUNG_THRESHOLD = 20000
 
 STARTING, WAITING, READY, STOPPING, STOPPED, FAILED = (
     "starting", "waiting", "ready", "stopping", "stopped", "failed")
@@ -157,6 +159,9 @@ class Service:
         # Modules, settings, caches filled at start live as long as the process: without this, each
         # full collection walks all of them again (~0.2 ms of CPU per item in the rules engine).
         gc.freeze()
+        # The hot paths free what they build without the collector (no reference cycles): a young
+        # collection every 700 allocations would only walk live messages and records in flight.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self.write_status(READY)
         LOG.info("%s ready", self.name)
 

@@ -51,12 +51,11 @@ import datetime
 import functools
 import json
 import logging
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import mongoengine as me
-from bson import SON, ObjectId
+from bson import ObjectId
 
 from st2common import parameters as params
 from st2common import statuses
@@ -65,7 +64,8 @@ from st2common.exceptions import (
 )
 from st2common.models.api.base import stored
 from st2common.models.db.action import ActionDB
-from st2common.models.db.base import EscapedDictField, WholeDictField, WholeListField, json_copy, utcnow
+from st2common.models.db.base import (EscapedDictField, WholeDictField, WholeListField, document_of, json_copy,
+                                      utcnow)
 from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
 from st2common.models.db.runner import RunnerTypeDB
 from st2common.persistence.access import CREATE, UPDATE, Access
@@ -367,8 +367,6 @@ def prepare(action_ref: str, parameters: dict[str, Any] | None = None, *,
 
 
 _EXECUTION_FIELDS = tuple(ExecutionDB._fields.items())
-_CHOICE_FIELDS = tuple((f"get_{name}_display", field) for name, field in _EXECUTION_FIELDS if field.choices)
-_FIELD_DISPLAY = ExecutionDB._BaseDocument__get_field_display
 _EXECUTION_NAMES = tuple(name for name, _ in _EXECUTION_FIELDS)
 # The fields whose None is replaced by their default, as mongoengine's constructor does.
 _DEFAULTED = tuple((name, field.default) for name, field in _EXECUTION_FIELDS
@@ -389,22 +387,7 @@ def _new_execution(**values: Any) -> ExecutionDB:
     for name, default in _DEFAULTED:
         if data[name] is None:
             data[name] = default() if callable(default) else default
-    execution = ExecutionDB.__new__(ExecutionDB)
-    state = object.__setattr__
-    state(execution, "_initialised", False)
-    state(execution, "_created", True)
-    state(execution, "_dynamic_fields", SON())
-    state(execution, "_data", data)
-    state(execution, "_cls", ExecutionDB._class_name)
-    if _CHOICE_FIELDS:
-        # Through a weak reference: the constructor's bound method makes the document a reference cycle, which
-        # only the garbage collector frees (with everything the document holds), long after its last use.
-        weak = weakref.proxy(execution)
-        for attribute, field in _CHOICE_FIELDS:
-            state(execution, attribute, functools.partial(_FIELD_DISPLAY, weak, field=field))
-    state(execution, "_changed_fields", [])
-    state(execution, "_initialised", True)
-    return execution
+    return document_of(ExecutionDB, data, kept_changes=True)
 
 
 # What a field's to_mongo() gives for the values prepare() puts in them, without mongoengine's walk of each

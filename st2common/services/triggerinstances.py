@@ -32,18 +32,16 @@ from __future__ import annotations
 
 import copy
 import datetime
-import functools
 import logging
-import weakref
 from typing import Any, Mapping
 
 import eventlet
 import mongoengine as me
-from bson import SON, ObjectId
+from bson import ObjectId
 
 from st2common import statuses
 from st2common.exceptions import ConflictError, ValidationError
-from st2common.models.db.base import utcnow
+from st2common.models.db.base import document_of, utcnow
 from st2common.models.db.trace import COMPONENT_TRIGGER_INSTANCE, TraceDB
 from st2common.models.db.trigger import TriggerInstanceDB
 from st2common.persistence.access import Access, to_object_id
@@ -143,7 +141,7 @@ def instance_from_message(body: Mapping[str, Any]) -> TriggerInstanceDB | None:
             or not isinstance(when, int) or isinstance(when, bool):
         return None
     # The payload converted as the constructor converts it (a copy): the message's is the handler's to drop.
-    return _loaded(TriggerInstanceDB, {
+    return document_of(TriggerInstanceDB, {
         "id": oid, "trigger": body["trigger"], "payload": _PAYLOAD_FIELD.to_python(body["payload"]),
         "occurrence_time": _EPOCH + datetime.timedelta(milliseconds=when),
         "status": statuses.TRIGGER_INSTANCE_PENDING})
@@ -155,43 +153,10 @@ def trace_from_message(body: Mapping[str, Any]) -> TraceDB | None:
     tag = body.get("trace_tag")
     if oid is None or not tag or not isinstance(tag, str):
         return None
-    return _loaded(TraceDB, {"start_timestamp": utcnow(), "id": oid, "trace_tag": tag})
+    return document_of(TraceDB, {"start_timestamp": utcnow(), "id": oid, "trace_tag": tag})
 
 
 _PAYLOAD_FIELD = TriggerInstanceDB._fields["payload"]
-_CHOICE_FIELDS = {document: tuple((f"get_{name}_display", field) for name, field in document._fields.items()
-                                  if field.choices)
-                  for document in (TriggerInstanceDB, TraceDB)}
-_FIELD_DISPLAY = TriggerInstanceDB._BaseDocument__get_field_display
-
-
-def _loaded(document: type, data: dict[str, Any]) -> Any:
-    """document(**data) for a whole set of values (every field) already in their loaded shape.
-
-    mongoengine's constructor runs every field's setter and default and
-    checks the names: most of the CPU of reading a dispatch message. This
-    leaves the same new document: data as its values, the choice fields'
-    get_<name>_display, no change marks; and no reference cycle, so it is
-    freed as soon as it is dropped.
-    """
-    doc = document.__new__(document)
-    state = object.__setattr__
-    state(doc, "_initialised", False)
-    state(doc, "_created", True)
-    state(doc, "_dynamic_fields", SON())
-    state(doc, "_data", data)
-    state(doc, "_cls", document._class_name)
-    choices = _CHOICE_FIELDS[document]
-    if choices:
-        # Through a weak reference: the constructor's bound method makes the document a reference cycle, which
-        # only the garbage collector frees, long after its last use.
-        weak = weakref.proxy(doc)
-        for attribute, field in choices:
-            state(doc, attribute, functools.partial(_FIELD_DISPLAY, weak, field=field))
-    state(doc, "_initialised", True)
-    return doc
-
-
 # Rough characters of JSON a dispatch message carries at most (bigger payloads are read from the database).
 INLINE_PAYLOAD_LIMIT = 64 * 1024
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)

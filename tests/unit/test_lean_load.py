@@ -68,3 +68,18 @@ def test_documents_with_fields_mongoengine_must_resolve_load_its_way():
     assert _load_plan(Holder) is False
     holder = Holder._from_son({"_id": ObjectId(), "inner": {"name": "x"}})
     assert isinstance(holder.inner, Inner) and holder.inner.name == "x"
+
+
+def test_a_loaded_execution_is_freed_without_the_collector():
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        execution = ExecutionDB._from_son(stored_execution())
+        assert execution.get_status_display() == "running"
+        gone = weakref.ref(execution)
+        del execution
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import weakref
 from typing import Any
 
 import mongoengine as me
@@ -244,7 +245,7 @@ _PLAIN_FIELDS = (me.StringField, me.IntField, me.LongField, me.FloatField, me.Bo
                  me.ObjectIdField, me.DynamicField, me.DictField, me.ListField)
 _PLAIN_INNER = (me.StringField, me.IntField, me.LongField, me.FloatField, me.BooleanField, me.DateTimeField,
                 me.ObjectIdField, me.DictField)
-_MISSING = object()
+_FIELD_DISPLAY = me.Document._BaseDocument__get_field_display
 
 
 def _plain_field(field: me.fields.BaseField) -> bool:
@@ -289,27 +290,16 @@ class LeanLoad:
         except (AttributeError, ValueError):
             # A value its field cannot take: mongoengine's path names it.
             return super()._from_son(son, _auto_dereference=_auto_dereference, created=created)
-        doc = cls.__new__(cls)
-        state = object.__setattr__
-        state(doc, "_initialised", False)
-        state(doc, "_created", created)
-        state(doc, "_dynamic_fields", SON())
-        state(doc, "_data", data)
-        state(doc, "_cls", cls._class_name)
-        for attribute, field in plan.choices:
-            state(doc, attribute, functools.partial(doc._BaseDocument__get_field_display, field=field))
-        state(doc, "_changed_fields", [])
-        state(doc, "_initialised", True)
+        doc = document_of(cls, data, created=created, kept_changes=True)
         return doc
 
 
 class _LoadPlan:
-    __slots__ = ("fields", "known", "choices")
+    __slots__ = ("fields", "known")
 
-    def __init__(self, fields, known, choices) -> None:
+    def __init__(self, fields, known) -> None:
         self.fields = fields
         self.known = known
-        self.choices = choices
 
 
 _LOAD_PLANS: dict[type, Any] = {}
@@ -322,8 +312,41 @@ def _load_plan(cls) -> _LoadPlan | bool:
     fields = tuple((name, field.db_field, field.to_python, field.null, field.default)
                    for name, field in cls._fields.items())
     known = frozenset({field.db_field for field in cls._fields.values()} | {"_cls", "_text_score"})
-    choices = tuple((f"get_{name}_display", field) for name, field in cls._fields.items() if field.choices)
-    return _LoadPlan(fields, known, choices)
+    return _LoadPlan(fields, known)
+
+
+_CHOICES: dict[type, tuple] = {}
+
+
+def document_of(cls, data: dict[str, Any], created: bool = True, kept_changes: bool = False):
+    """cls(**data) without the constructor, for data holding every field in its loaded shape.
+
+    mongoengine's constructor runs every field's setter and default and checks
+    every name. This leaves the same document: data as its values, the choice
+    fields' get_<name>_display, no change marks (kept from now on with
+    kept_changes, as a loaded document keeps them; a new one keeps none); and
+    no reference cycle (mongoengine binds get_<name>_display to the document),
+    so it is freed as soon as it is dropped, not by the garbage collector.
+    """
+    choices = _CHOICES.get(cls)
+    if choices is None:
+        choices = _CHOICES[cls] = tuple((f"get_{name}_display", field) for name, field in cls._fields.items()
+                                        if field.choices)
+    doc = cls.__new__(cls)
+    state = object.__setattr__
+    state(doc, "_initialised", False)
+    state(doc, "_created", created)
+    state(doc, "_dynamic_fields", SON())
+    state(doc, "_data", data)
+    state(doc, "_cls", cls._class_name)
+    if choices:
+        weak = weakref.proxy(doc)
+        for attribute, field in choices:
+            state(doc, attribute, functools.partial(_FIELD_DISPLAY, weak, field=field))
+    if kept_changes:
+        state(doc, "_changed_fields", [])
+    state(doc, "_initialised", True)
+    return doc
 
 
 def _signalled() -> bool:
