@@ -7,9 +7,11 @@ A plain module, not a conftest: tests/e2e has a conftest of its own, and
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import socket
 import uuid
+import weakref
 from pathlib import Path
 
 from st2common import config
@@ -125,3 +127,15 @@ def _asks_for_secrets(query: str) -> bool:
     asked = parse_qs(query)
     return any(value.lower() in ("true", "1", "yes", "y")
                for name in ("show_secrets", "decrypt") for value in asked.get(name, []))
+
+
+def freed_at_once(make) -> bool:
+    """True when what make() builds is freed as soon as its last reference goes (no reference cycle)."""
+    holder = [make()]
+    gone = weakref.ref(holder[0])
+    gc.disable()
+    try:
+        holder.clear()
+        return gone() is None
+    finally:
+        gc.enable()

@@ -10,12 +10,11 @@ instance whose claim could not be told apart is finished by the sweep.
 from __future__ import annotations
 
 import datetime
-import gc
-import weakref
 
 import eventlet
 from bson import ObjectId
 from test_rules_engine import ALERT, enforcements_of, engine, execution_of, start_engine  # noqa: F401 (fixtures)
+from testsupport import freed_at_once
 
 from st2common import statuses
 from st2common.models.api.trigger import trigger_instance_to_api
@@ -175,14 +174,7 @@ def test_the_trace_a_message_names_is_built_without_a_read(engine):
 def test_an_instance_built_from_its_message_is_freed_once_dropped(engine):
     # Given an instance built from its message, its status display asked for
     instance = stored_pending({"host": "web1"})
-    built = triggerinstances.instance_from_message(
-        triggerinstances.dispatch_message(instance, TraceDB(id=instance.pk, trace_tag="t")))
-    assert built.get_status_display() == statuses.TRIGGER_INSTANCE_PENDING
-    dropped = weakref.ref(built)
+    message = triggerinstances.dispatch_message(instance, TraceDB(id=instance.pk, trace_tag="t"))
+    assert triggerinstances.instance_from_message(message).get_status_display() == statuses.TRIGGER_INSTANCE_PENDING
     # When the engine drops it, Then it is gone at once: no reference cycle waits for the garbage collector
-    gc.disable()
-    try:
-        del built
-        assert dropped() is None
-    finally:
-        gc.enable()
+    assert freed_at_once(lambda: triggerinstances.instance_from_message(message))

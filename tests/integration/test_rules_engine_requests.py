@@ -12,12 +12,11 @@ batch is stored again, and executions that do run.
 from __future__ import annotations
 
 import datetime
-import gc
-import weakref
 
 import pytest
 from test_rules_engine import enforcements_of, engine, execution_of, start_engine  # noqa: F401 (fixtures)
 from test_rules_engine_batches import stored_pending, together
+from testsupport import freed_at_once
 
 from st2common import statuses
 from st2common.exceptions import ValidationError
@@ -265,14 +264,10 @@ def test_the_stored_shape_copies_what_it_does_not_escape(engine):
 
 def test_a_prepared_execution_is_freed_once_dropped(engine):
     # Given an execution prepare() builds, stored, its status display asked for
-    execution = executions.prepare("core.local", {"cmd": "echo hi"})
-    executions._insert(executions.access(None), [execution])
-    assert execution.get_status_display() == statuses.REQUESTED
-    dropped = weakref.ref(execution)
+    def stored():
+        execution = executions.prepare("core.local", {"cmd": "echo hi"})
+        executions._insert(executions.access(None), [execution])
+        assert execution.get_status_display() == statuses.REQUESTED
+        return execution
     # When its requester drops it, Then it is gone at once: no reference cycle waits for the garbage collector
-    gc.disable()
-    try:
-        del execution
-        assert dropped() is None
-    finally:
-        gc.enable()
+    assert freed_at_once(stored)

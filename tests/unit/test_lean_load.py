@@ -10,6 +10,7 @@ from bson import ObjectId
 
 from st2common.models.db.base import LeanLoad, _load_plan
 from st2common.models.db.execution import ExecutionDB
+from testsupport import freed_at_once
 
 STAMP = datetime.datetime(2026, 11, 21, 22, 0, 0, 123000)
 
@@ -71,15 +72,4 @@ def test_documents_with_fields_mongoengine_must_resolve_load_its_way():
 
 
 def test_a_loaded_execution_is_freed_without_the_collector():
-    import gc
-    import weakref
-
-    gc.disable()
-    try:
-        execution = ExecutionDB._from_son(stored_execution())
-        assert execution.get_status_display() == "running"
-        gone = weakref.ref(execution)
-        del execution
-        assert gone() is None
-    finally:
-        gc.enable()
+    assert freed_at_once(lambda: ExecutionDB._from_son(stored_execution()))
