@@ -64,8 +64,8 @@ from st2common.exceptions import (
 )
 from st2common.models.api.base import stored
 from st2common.models.db.action import ActionDB
-from st2common.models.db.base import (EscapedDictField, WholeDictField, WholeListField, document_of, json_copy,
-                                      utcnow)
+from st2common.models.db.base import (EscapedDictField, WholeDictField, WholeListField, document_of, escape,
+                                      json_copy, utcnow)
 from st2common.models.db.execution import ExecutionDB, ExecutionOutputDB
 from st2common.models.db.runner import RunnerTypeDB
 from st2common.persistence.access import CREATE, UPDATE, Access
@@ -397,20 +397,6 @@ _NOT_PLAIN = object()
 _LEAVES = (str, int, float, datetime.datetime)
 
 
-def _escaped(value: Any) -> Any:
-    """models.db.base.escape(value) (an EscapedDictField's stored form), with fewer calls per key."""
-    if isinstance(value, dict):
-        return {(key if key.__class__ is str and "." not in key and "$" not in key else _escape_key(key)):
-                (_escaped(item) if isinstance(item, (dict, list, tuple)) else item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_escaped(item) if isinstance(item, (dict, list, tuple)) else item for item in value]
-    return value
-
-
-def _escape_key(key: Any) -> str:
-    return str(key).replace("$", "\uff04").replace(".", "\uff0e")
-
-
 def _plain_copy(value: Any) -> Any:
     """A DictField's or ListField's to_mongo() of plain JSON (dicts, lists, text, numbers, times): a copy."""
     if isinstance(value, dict):
@@ -443,7 +429,7 @@ def _former(field: me.fields.BaseField) -> Callable[[Any], Any]:
     if kind is me.DateTimeField:
         return lambda value: value if isinstance(value, datetime.datetime) else _NOT_PLAIN
     if kind is EscapedDictField and field.field is None:
-        return lambda value: _escaped(value) if isinstance(value, (dict, list)) else _NOT_PLAIN
+        return lambda value: escape(value) if isinstance(value, (dict, list)) else _NOT_PLAIN
     inner = type(field.field) if kind in (WholeDictField, WholeListField) else None
     if kind is WholeListField and inner is me.StringField:
         return lambda value: list(value) if isinstance(value, list) and all(

@@ -31,10 +31,12 @@ def _unescape_key(key: str) -> str:
 
 def escape(value: Any) -> Any:
     """Escape dict keys recursively so any JSON value can be stored."""
+    # Keys with nothing to escape, and leaves, are taken as they are: most keys of most values.
     if isinstance(value, dict):
-        return {_escape_key(str(k)): escape(v) for k, v in value.items()}
+        return {(key if key.__class__ is str and "." not in key and "$" not in key else _escape_key(str(key))):
+                (escape(item) if isinstance(item, (dict, list, tuple)) else item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [escape(v) for v in value]
+        return [escape(item) if isinstance(item, (dict, list, tuple)) else item for item in value]
     return value
 
 
@@ -290,8 +292,7 @@ class LeanLoad:
         except (AttributeError, ValueError):
             # A value its field cannot take: mongoengine's path names it.
             return super()._from_son(son, _auto_dereference=_auto_dereference, created=created)
-        doc = document_of(cls, data, created=created, kept_changes=True)
-        return doc
+        return document_of(cls, data, created=created, kept_changes=True)
 
 
 class _LoadPlan:
