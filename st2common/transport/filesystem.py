@@ -3,7 +3,7 @@
 Datasheet (what differs from ``kombu.transport.filesystem``, and why):
 
 - Layout: the shared ``data`` folder (in == out) holds one subfolder per queue,
-  and each ready message is a file ``data/<queue>/<ms>_<uuid>.msg``. Stock
+  and each ready message is a file ``data/<queue>/<ns>_<uuid>.msg`` (<ns>: the system's monotonic clock). Stock
   kombu keeps every message of every queue flat in ``data``, so a process that
   watches the folder is woken by every message anyone publishes, and a listing
   of one queue lists them all. The ``control`` folder holds one
@@ -21,12 +21,16 @@ Datasheet (what differs from ``kombu.transport.filesystem``, and why):
   the file for every message. A table read less than RACY_SECONDS after its
   file changed is not kept: a second change within the same mtime tick could
   leave the size alone and go unnoticed.
-- Consume lists the folders of the channel's queues once per poll and hands
-  out up to the prefetch budget, oldest first across them. Stock kombu lists
+- Consume lists the folders of the channel's queues and hands out up to the
+  prefetch budget, oldest first across them; what a look leaves is handed out
+  by the next polls before the folders are listed again. Stock kombu lists
   (and sorts) the whole folder once per queue per poll and per message, which
   is quadratic in the backlog.
+- Message files are written and read with the plain system calls, not
+  eventlet's green ones, and the Publisher hands a message to the channel
+  without kombu's Producer (st2common.transport.publisher).
 - A message is claimed by renaming it into ``.work`` (atomic: the same file
-  system) as ``.<ms>_<uuid>.<queue>.msg.<pid>.claim``. Stock kombu moves it to
+  system) as ``.<ns>_<uuid>.<queue>.msg.<pid>.claim``. Stock kombu moves it to
   the system temporary folder, which is a copy plus a delete when /tmp is
   another file system, so competing consumers can both get it. Writing and
   claiming in ``.work`` keeps a queue folder's inotify events to one per message.
@@ -61,15 +65,17 @@ Datasheet (what differs from ``kombu.transport.filesystem``, and why):
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
 import shutil
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 from queue import Empty
-from time import monotonic
+from time import monotonic, monotonic_ns
 
 from kombu.transport import filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
@@ -94,7 +100,7 @@ WATCHED_POLL_INTERVAL = 1.0
 RACY_SECONDS = 0.1
 # Where messages are written before they are published and moved when claimed.
 WORK_FOLDER = ".work"
-# A claimed (being read) or temporary (being written) message file: .<ms>_<uuid>.<queue>.msg.<pid>.claim|tmp
+# A claimed (being read) or temporary (being written) message file: .<ns>_<uuid>.<queue>.msg.<pid>.claim|tmp
 LEFTOVER = re.compile(r"^\.(?P<name>.+\.msg)\.(?P<pid>\d+)\.(?P<kind>claim|tmp)$")
 # In the control folder: broadcast queue name -> pid of the process consuming it.
 OWNERS_FILE = "broadcast-owners.json"
@@ -103,7 +109,7 @@ _TABLES: dict[str, tuple[tuple[int, int, int], list]] = {}
 
 
 def queue_of(filename: str) -> str | None:
-    """The queue named in a flat message file name (<ms>_<uuid>.<queue>.msg), or None."""
+    """The queue named in a flat message file name (<ns>_<uuid>.<queue>.msg), or None."""
     if filename.startswith(".") or not filename.endswith(SUFFIX):
         return None
     return filename.partition(".")[2][: -len(SUFFIX)] or None
@@ -136,27 +142,31 @@ class Channel(filesystem.Channel):
     def __init__(self, *args, **kwargs):
         # Exchange name -> its bindings file, checked once (stock kombu builds Paths per message).
         self._table_paths: dict[str, str] = {}
+        # What the last look found and has not handed out yet, oldest first, and the queues it looked at.
+        self._backlog: deque[tuple[str, str]] = deque()
+        self._backlog_queues: frozenset[str] = frozenset()
         super().__init__(*args, **kwargs)
 
     def _put(self, queue, payload, **kwargs):
         """Write the message under a hidden name, then rename it into the queue's folder."""
-        # Zero-padded so that name order stays time order when the number of digits grows.
-        stem = f"{int(monotonic() * 1000):013d}_{uuid.uuid4()}"
+        # Nanoseconds, so that one process's messages keep their order; zero-padded so that name order stays
+        # time order when the number of digits grows (and names of milliseconds, of older versions, sort first).
+        stem = f"{monotonic_ns():019d}_{uuid.uuid4()}"
         folder = queue_folder(self.data_folder_out, queue)
         final = os.path.join(folder, stem + SUFFIX)
         # The queue is in the name so that a sweep knows where a leftover belongs.
         temporary = os.path.join(work_folder(self.data_folder_out), f".{stem}.{queue}{SUFFIX}.{os.getpid()}.tmp")
         try:
             try:
-                fd = os.open(temporary, _CREATE_FLAGS, 0o600)
+                fd = _SYS.open(temporary, _CREATE_FLAGS, 0o600)
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(temporary), exist_ok=True)
-                fd = os.open(temporary, _CREATE_FLAGS, 0o600)
+                fd = _SYS.open(temporary, _CREATE_FLAGS, 0o600)
             # Straight system calls: a Python file object adds an fstat and an ioctl to each message.
             try:
                 data = memoryview(str_to_bytes(dumps(payload)))
                 while data:
-                    data = data[os.write(fd, data):]
+                    data = data[_SYS.write(fd, data):]
             finally:
                 os.close(fd)
             try:
@@ -208,19 +218,34 @@ class Channel(filesystem.Channel):
         raise Empty()
 
     def _get_many(self, queues, timeout=None):
-        """Deliver up to the prefetch budget from all queues after one look; Empty if none."""
+        """Deliver up to the prefetch budget from all queues, oldest first; Empty if none."""
         budget = self.qos.can_consume_max_estimate() or MAX_BATCH
         delivered = 0
-        for filename, queue in self._ready(queues):
+        backlog = self._backlog_of(queues)
+        while backlog and delivered < budget:
+            filename, queue = backlog.popleft()
             payload = self._claim(filename, queue)
             if payload is None:
                 continue
             self.connection._deliver(payload, queue)
             delivered += 1
-            if delivered >= budget:
-                break
         if not delivered:
             raise Empty()
+
+    def _backlog_of(self, queues) -> deque[tuple[str, str]]:
+        """The ready messages of queues, oldest first: what the last look left, else a new look.
+
+        Listing a queue folder costs in proportion to its backlog; handing a
+        backlog out one prefetch at a time, a look per batch made the drain
+        quadratic. What lands meanwhile is newer than what the look left (file
+        names start with the time), so it comes after it either way. A name
+        another consumer took in between fails to claim and is skipped.
+        """
+        key = frozenset(queues)
+        if key != self._backlog_queues or not self._backlog:
+            self._backlog = deque(self._ready(queues))
+            self._backlog_queues = key
+        return self._backlog
 
     def _restore(self, message):
         """Put an unacked message back on the queue it was taken from, and only there."""
@@ -497,17 +522,22 @@ def _sweep_leftover(data_folder: str, folder: str, filename: str) -> None:
             _unlink(path)
 
 
+# Message files are regular files on a local file system, never worth a green wait: eventlet's os.open
+# tells the hub of each new descriptor and its os.read and os.write stat the descriptor first, which
+# together cost as much as the system calls themselves. os takes them from this module (posix, or nt),
+# which eventlet leaves alone.
+_SYS = importlib.import_module(os.name)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 1 << 16
 
 
 def _read_all(path: str) -> bytes:
     """The whole file, read with plain system calls (see Channel._put)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    fd = _SYS.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         chunks = []
         while True:
-            chunk = os.read(fd, _READ_CHUNK)
+            chunk = _SYS.read(fd, _READ_CHUNK)
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)
@@ -516,7 +546,7 @@ def _read_all(path: str) -> bytes:
 
 
 def _put_back(data_folder: str, path: str, flat_name: str) -> bool:
-    """Move the message at path, named <ms>_<uuid>.<queue>.msg, into its queue's folder; False if gone."""
+    """Move the message at path, named <ns>_<uuid>.<queue>.msg, into its queue's folder; False if gone."""
     stem, _, _ = flat_name.partition(".")
     try:
         folder = queue_folder(data_folder, queue_of(flat_name) or "")

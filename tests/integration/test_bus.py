@@ -9,6 +9,7 @@ processes and are cached, wake-ups per queue, polling without inotify.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -21,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import eventlet
+import eventlet.event
 import kombu
 import pytest
 
@@ -406,7 +408,7 @@ def data_files(bus: Bus, queue_name: str) -> list[str]:
 
 def message_name() -> str:
     """A ready message's file name, as a publisher makes it."""
-    return f"{int(time.monotonic() * 1000):013d}_{uuid.uuid4()}.msg"
+    return f"{time.monotonic_ns():019d}_{uuid.uuid4()}.msg"
 
 
 def test_filesystem_sweep_unbinds_broadcast_queues_of_dead_processes(fs_bus, tmp_path):
@@ -725,3 +727,72 @@ def test_filesystem_idle_consumer_does_not_keep_listing_the_folder(fs_bus, monke
     wait_until(lambda: handler.bodies, "the message", 2)
     fs_bus.publisher.publish("liveaction.status", "requested", {"id": "ex2"})
     wait_until(lambda: len(handler.bodies) == 2, "the second message", 2)
+
+
+def test_filesystem_backlog_is_listed_once_and_handed_out_oldest_first(fs_bus, monkeypatch):
+    # Given 300 execution requests waiting before anyone consumes, counting each look at the folder
+    for i in range(300):
+        fs_bus.publisher.publish("liveaction.status", "requested", {"id": f"ex{i}"})
+    looks = []
+    ready = FilesystemChannel._ready
+    monkeypatch.setattr(FilesystemChannel, "_ready", lambda self, queues: looks.append(1) or ready(self, queues))
+    # When a consumer taking 10 at a time drains them
+    handler = Recorder(fs_bus.topology.work_queue("actionrunner.req"), work=lambda body: eventlet.sleep(0.001))
+    fs_bus.consume(handler, pool_size=10)
+    wait_until(lambda: len(handler.bodies) == 300, "300 messages")
+    # Then it took them in the order they were published, after one look (not one per batch of 10)
+    assert [body["id"] for body in handler.attempts] == [f"ex{i}" for i in range(300)]
+    assert len(looks) <= 3
+    # And a message published after the drain still reaches it
+    fs_bus.publisher.publish("liveaction.status", "requested", {"id": "late"})
+    wait_until(lambda: handler.ids()[-1:] == ["late"], "the later message", 2)
+
+
+def test_filesystem_backlog_skips_what_another_consumer_took_since_the_look(fs_bus):
+    # Given 40 waiting requests and a consumer that holds 5 at a time, the rest known from its look
+    for i in range(40):
+        fs_bus.publisher.publish("liveaction.status", "requested", {"id": f"ex{i}"})
+    release = eventlet.event.Event()
+    handler = Recorder(fs_bus.topology.work_queue("actionrunner.req"), work=lambda body: release.wait())
+    fs_bus.consume(handler, pool_size=5)
+    wait_until(lambda: len(handler.attempts) == 5, "the first five")
+    # When another consumer takes the next 20 meanwhile
+    with make_connection(fs_bus.settings.messaging) as conn:
+        queue = fs_bus.topology.work_queue("actionrunner.req")(conn.channel())
+        taken = []
+        for _ in range(20):
+            message = queue.get(no_ack=True)
+            taken.append(message.decode()["id"])
+    release.send()
+    # Then the first consumer gets every other one exactly once, in order
+    wait_until(lambda: len(handler.bodies) == 20, "the other twenty")
+    eventlet.sleep(0.1)
+    assert taken == [f"ex{i}" for i in range(5, 25)]
+    assert [body["id"] for body in handler.attempts] == [f"ex{i}" for i in range(5)] + [f"ex{i}" for i in range(25, 40)]
+
+
+def test_filesystem_published_message_is_what_kombu_would_write(fs_bus):
+    # Given a queue bound on a topic exchange, and kombu's Producer publishing to it once
+    queue_name = fs_bus.topology.work_queue("actionrunner.req").name
+    with make_connection(fs_bus.settings.messaging) as conn:
+        producer = kombu.Producer(conn.channel(), serializer="json")
+        producer.publish({"id": "a", "n": [1, 2]}, exchange=fs_bus.topology.exchange("liveaction.status"),
+                         routing_key="requested", headers={"x-st2-redeliveries": 2}, delivery_mode=2,
+                         declare=[fs_bus.topology.exchange("liveaction.status")])
+    # When the Publisher publishes the same body twice (the first declares the exchange, the second
+    # goes straight to the channel)
+    for _ in range(2):
+        fs_bus.publisher.publish("liveaction.status", "requested", {"id": "a", "n": [1, 2]},
+                                 {"x-st2-redeliveries": 2})
+    # Then the three files hold the same message but for its delivery tag
+    shapes = []
+    for name in data_files(fs_bus, queue_name):
+        message = json.loads((data_folder(fs_bus) / queue_name / name).read_text())
+        message["properties"].pop("delivery_tag")
+        shapes.append(message)
+    assert len(shapes) == 3 and shapes[0] == shapes[1] == shapes[2]
+    # And a consumer reads its body and headers
+    handler = Recorder(fs_bus.topology.work_queue("actionrunner.req"))
+    fs_bus.consume(handler)
+    wait_until(lambda: len(handler.bodies) == 3, "three messages")
+    assert handler.bodies == [{"id": "a", "n": [1, 2]}] * 3
