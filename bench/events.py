@@ -129,6 +129,8 @@ def settings_for(folder: Path, mongo: EmbeddedMongo, bus_url: str):
         "ST2_CONTENT__SYSTEM_PACKS_BASE_PATH": str(REPO / "contrib" / "packs"),
         "ST2_CONTENT__PACKS_BASE_PATHS": str(folder / "packs"),
         "ST2_LOG__LEVEL": "WARNING",
+        # Settings to try (ST2_MESSAGING__PREFETCH_COUNT=128, say) come from this process's environment.
+        **{name: value for name, value in os.environ.items() if name.startswith("ST2_")},
     })
 
 

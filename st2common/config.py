@@ -227,7 +227,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "single_sensor_mode": _o("bool", False),
         "logging": _o(PATH, None),
     },
-    "rulesengine": {"logging": _o(PATH, None)},
+    "rulesengine": {
+        "logging": _o(PATH, None),
+        # Ours: trigger instances handled at once; their database writes go a quarter of them to a batch
+        # (st2rulesengine.batches), so the matching of some overlaps the writes of others.
+        "prefetch_count": _o("int", 512),
+    },
     "notifier": {"logging": _o(PATH, None)},
     "timersengine": {
         "enable": _o("bool", True),

@@ -1,9 +1,12 @@
 """Batches: the status changes and records of trigger instances handled at the same time, one round trip each.
 
-The consumer handles up to ``[messaging] prefetch_count`` instances at once,
+The consumer handles up to ``[rulesengine] prefetch_count`` instances at once,
 each in a green thread; st2common/persistence/batches.py's Coalescer lets them
 share inserts, and its Loader their reads (one query for the instances the
-messages name).
+messages name). A batch is at most a quarter of them: while one batch's write
+waits on the database, the engine renders and matches the next (with every
+instance in one batch, the engine and the database took turns, each idle while
+the other worked: 800 matched/s against 1,000-1,150 on the events bench).
 
 | coalescer        | one batch is                                                    |
 | ---------------- | --------------------------------------------------------------- |

@@ -55,7 +55,11 @@ class RulesEngineService:
             # Fresh per trigger instance: each render reads a datastore item at most once.
             return templating.st2kv_context(datastore, user)
 
-        self.engine = RulesEngine(publisher, Enforcer(publisher, user=user, lookups=lookups), lookups=lookups)
+        prefetch = settings.rulesengine.prefetch_count
+        # A quarter of what is in hand to a batch: while one batch waits on the database, the next is matched.
+        batch_size = max(1, prefetch // 4)
+        self.engine = RulesEngine(publisher, Enforcer(publisher, user=user, lookups=lookups, batch_size=batch_size),
+                                  lookups=lookups, batch_size=batch_size)
         self.sweeper = Sweep(self.engine)
         # [timersengine] enable: the timers run in the rules engine (StackStorm's st2timersengine).
         self.timers = (TimerEngine(publisher, settings.timersengine.local_timezone)
@@ -63,7 +67,7 @@ class RulesEngineService:
         handlers = self.engine.handlers() + (self.timers.handlers() if self.timers else [])
         self.consumer = Consumer(make_connection(settings.messaging), publisher, handlers,
                                  max_redeliveries=settings.messaging.max_redeliveries,
-                                 pool_size=settings.messaging.prefetch_count)
+                                 pool_size=prefetch)
         self._stopping = threading.Event()
         self._thread = None
         self._sweeping = None

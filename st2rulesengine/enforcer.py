@@ -42,6 +42,7 @@ from st2common.models.db.rule import RuleDB
 from st2common.models.db.trace import TraceDB
 from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB, TriggerTypeDB
 from st2common.persistence.access import Access
+from st2common.persistence.batches import DEFAULT_BATCH_SIZE
 from st2common.services import executions
 from st2common.services import trace as trace_service
 from st2common.transport.publisher import Publisher
@@ -97,15 +98,15 @@ class Enforcer:
 
     def __init__(self, publisher: Publisher, user: str = executions.SYSTEM_USER,
                  lookups: Callable[[], Mapping[str, Any]] | None = None, writer: RecordWriter | None = None,
-                 requests: RequestWriter | None = None) -> None:
+                 requests: RequestWriter | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.publisher = publisher
         self.user = user
         # Template lookups beside ``trigger`` (st2kv), built fresh for each enforcement.
         self.lookups = lookups or dict
         self.enforcements = Access(RuleEnforcementDB)
         self.executions = executions.access(None)
-        self.writer = writer or RecordWriter()
-        self.requests = requests or RequestWriter(publisher)
+        self.writer = writer or RecordWriter(batch_size)
+        self.requests = requests or RequestWriter(publisher, batch_size)
         self.shapes = Shapes()
         # The parameter specs a rule's shape is masked by, per rule document and action lookup (both shared).
         self._specs: dict[int, tuple[RuleDB, dict, dict, dict, dict, dict[str, Any]]] = {}

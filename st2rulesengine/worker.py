@@ -41,7 +41,7 @@ from st2common.models.db.rule import RuleDB
 from st2common.models.db.trace import COMPONENT_TRIGGER_INSTANCE, TraceDB
 from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB
 from st2common.persistence.access import Access
-from st2common.persistence.batches import Loader
+from st2common.persistence.batches import DEFAULT_BATCH_SIZE, Loader
 from st2common.services import trace as trace_service
 from st2common.services import triggerinstances, triggers
 from st2common.transport.consumer import Handler
@@ -75,15 +75,15 @@ class RulesEngine(Handler):
     """Matches each trigger instance against the rules of its trigger type and enforces the matches."""
 
     def __init__(self, publisher: Publisher, enforcer: Enforcer | None = None,
-                 lookups: Callable[[], Mapping[str, Any]] | None = None) -> None:
+                 lookups: Callable[[], Mapping[str, Any]] | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.queue = publisher.topology.work_queue(QUEUE)
         self.publisher = publisher
         self.rules = RuleIndex()
         self.lookups = lookups or dict
-        self.enforcer = enforcer or Enforcer(publisher, lookups=self.lookups)
+        self.enforcer = enforcer or Enforcer(publisher, lookups=self.lookups, batch_size=batch_size)
         self.instances = Access(TriggerInstanceDB)
-        self.loader = Loader(self.instances)
-        self.statuses = StatusWriter()
+        self.loader = Loader(self.instances, batch_size)
+        self.statuses = StatusWriter(batch_size)
         # Ids of the instances this process holds in ``processing`` right now: never stuck.
         self.in_hand: set[str] = set()
 

@@ -101,13 +101,14 @@ def execution_of(enforcement: RuleEnforcementDB) -> ExecutionDB:
 
 @pytest.fixture
 def start_engine(bus_settings, tmp_path, embedded_mongo):
-    """start_engine() -> Engine: core's actions and a tests.alert trigger type registered, an engine consuming."""
+    """start_engine(extra settings) -> Engine: core's actions and a tests.alert trigger type registered, consuming."""
     started: list[tuple[Engine, object]] = []
 
-    def start() -> Engine:
+    def start(extra: dict | None = None) -> Engine:
         settings = make_settings(tmp_path, embedded_mongo, bus_settings.messaging.url, {
             "ST2_CONTENT__SYSTEM_PACKS_BASE_PATH": str(REPO / "contrib" / "packs"),
             "ST2_CONTENT__PACKS_BASE_PATHS": str(tmp_path / "packs"),
+            **(extra or {}),
         })
         client = database.connect(settings)
         publisher = Publisher(make_connection(settings.messaging), Topology(settings.messaging.prefix))

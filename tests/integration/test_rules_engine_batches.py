@@ -178,3 +178,21 @@ def test_an_instance_built_from_its_message_is_freed_once_dropped(engine):
     assert triggerinstances.instance_from_message(message).get_status_display() == statuses.TRIGGER_INSTANCE_PENDING
     # When the engine drops it, Then it is gone at once: no reference cycle waits for the garbage collector
     assert freed_at_once(lambda: triggerinstances.instance_from_message(message))
+
+
+def test_the_engine_holds_its_prefetch_and_writes_a_quarter_of_it_at_a_time(start_engine):
+    # Given an engine that may hold 8 instances at once
+    engine = start_engine({"ST2_RULESENGINE__PREFETCH_COUNT": "8"})
+    engine.add_rule("on_alert", {"cmd": "echo {{ trigger.host }}"})
+    service = engine.service
+    assert service.consumer.pool_size == 8
+    assert {service.engine.statuses._claim.batch_size, service.engine.loader._load.batch_size,
+            service.engine.enforcer.writer._store.batch_size, service.engine.enforcer.requests._request.batch_size} == {2}
+    # When 30 instances come at once, Then each is enforced once, with its own execution
+    instances = [engine.dispatch({"host": f"h{i}"}) for i in range(30)]
+    hosts = []
+    for instance in instances:
+        assert engine.processed(instance).status == statuses.TRIGGER_INSTANCE_PROCESSED
+        (enforcement,) = enforcements_of(instance)
+        hosts.append(execution_of(enforcement).parameters["cmd"])
+    assert hosts == [f"echo h{i}" for i in range(30)]
