@@ -4,9 +4,9 @@ The consumer handles up to ``[rulesengine] prefetch_count`` instances at once,
 each in a green thread; st2common/persistence/batches.py's Coalescer lets them
 share inserts, and its Loader their reads (one query for the instances the
 messages name). A batch is at most a quarter of them: while one batch's write
-waits on the database, the engine renders and matches the next (with every
+waits on the database, the engine renders and matches the next. With every
 instance in one batch, the engine and the database took turns, each idle while
-the other worked: 800 matched/s against 1,000-1,150 on the events bench).
+the other worked (docs/benchmarks.md, Session 8: a third more matched/s).
 
 | coalescer        | one batch is                                                    |
 | ---------------- | --------------------------------------------------------------- |

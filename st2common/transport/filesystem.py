@@ -3,7 +3,8 @@
 Datasheet (what differs from ``kombu.transport.filesystem``, and why):
 
 - Layout: the shared ``data`` folder (in == out) holds one subfolder per queue,
-  and each ready message is a file ``data/<queue>/<ns>_<uuid>.msg`` (<ns>: the system's monotonic clock). Stock
+  and each ready message is a file ``data/<queue>/<ns>_<uuid>.msg`` (<ns>: the
+  monotonic clock, which all processes share). Stock
   kombu keeps every message of every queue flat in ``data``, so a process that
   watches the folder is woken by every message anyone publishes, and a listing
   of one queue lists them all. The ``control`` folder holds one
