@@ -357,6 +357,8 @@ class Dispatcher:
     def _finish(self, run: Run, execution: ExecutionDB, result: RunResult) -> None:
         """Record how the run ended; retried while the database is away, so nothing stays running."""
         status = result.status
+        if result.recorded and status == execution.status:
+            return
         value, size = executions.limit_result(result.result, self.settings.actionrunner.max_result_size)
         if status not in statuses.EXECUTION_STATUSES:
             status, value = statuses.FAILED, {"error": f"runner returned an unknown status {status!r}",

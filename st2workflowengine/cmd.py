@@ -98,6 +98,8 @@ class WorkflowEngineService:
         self.consumer.stop()
         if self._thread is not None:
             self._thread.wait()
+        # Task executions left to store (the next write of any engine would store them from their entries).
+        self.workflows.flush_all()
 
 
 def _warm_up() -> None:

@@ -474,6 +474,36 @@ class Access(Generic[T]):
             _written(self.model)
         return result.matched_count == 1
 
+    def add_to_set(self, doc_id: Any, field: str, items: list) -> bool:
+        """push of the scalar items a list field does not hold yet (a repeat changes nothing); False: no such document.
+
+        ``$addToSet`` does nothing to a missing field on nx-27017, so it goes
+        only to a field that holds a value; a missing or null one is set
+        instead. (``$type`` would say "a list" directly, but nx-27017 then
+        scans the whole collection.)
+        """
+        oid = to_object_id(doc_id)
+        if oid is None:
+            return False
+        inc = {"$inc": {"revision": 1}} if "revision" in self.model._fields else {}
+        collection = self.model._get_collection()
+        try:
+            for _ in range(2):
+                # Twice: a field given a list between the two writes takes the first shape the second time.
+                if collection.update_one({"_id": oid, field: {"$exists": True, "$ne": None}},
+                                         {"$addToSet": {field: {"$each": list(items)}}, **inc}).matched_count:
+                    return True
+                if collection.update_one({"_id": oid, field: None},
+                                         {"$set": {field: list(dict.fromkeys(items))}, **inc}).matched_count:
+                    return True
+                if collection.find_one({"_id": oid}, {"_id": 1}) is None:
+                    return False
+        except DB_ERRORS as exc:
+            raise DatabaseError(f"adding to {self.resource_type} {doc_id}.{field}: {exc}") from exc
+        finally:
+            _written(self.model)
+        raise DatabaseError(f"adding to {self.resource_type} {doc_id}.{field}: it kept changing shape")
+
     def insert_many(self, docs: list[T], reload: bool = True) -> list[T]:
         """Bulk insert of validated documents; no events are published (registration, imports).
 

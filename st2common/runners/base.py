@@ -67,6 +67,9 @@ class RunResult:
 
     status: str
     result: Any = None
+    # The runner stored status and result itself, in a write of its own (the orquesta runner, with the
+    # write that hands the execution to the workflow engine): the action runner has nothing to record.
+    recorded: bool = False
 
     @property
     def succeeded(self) -> bool:

@@ -524,8 +524,8 @@ def request(publisher: Publisher, action_ref: str, parameters: dict[str, Any] | 
     return execution
 
 
-def request_many(publisher: Publisher, prepared: list[ExecutionDB],
-                 parents_held: bool = False) -> list[ExecutionDB | Exception]:
+def request_many(publisher: Publisher, prepared: list[ExecutionDB], parents_held: bool = False,
+                 listed: Callable[[str, list[str]], None] | None = None) -> list[ExecutionDB | Exception]:
     """Store executions prepare() built in one insert, then tell the scheduler of each, in order.
 
     Per execution: the stored execution, or the error that kept it from being
@@ -538,7 +538,8 @@ def request_many(publisher: Publisher, prepared: list[ExecutionDB],
     parents_held: the caller vouches that the parents exist (a workflow
     engine requesting its workflow's children), so each child joins its
     parent's children after its messages, off the way to running it; a
-    parent gone by then is logged, and the child runs.
+    parent gone by then is logged, and the child runs. listed(parent, ids),
+    when given, lists them instead (the workflow engine, a little later).
     """
     executions = access(publisher)
     outcomes: list[ExecutionDB | Exception] = list(prepared)
@@ -568,6 +569,9 @@ def request_many(publisher: Publisher, prepared: list[ExecutionDB],
             if outcome is execution and execution.parent:
                 by_parent.setdefault(str(execution.parent), []).append(str(execution.pk))
         for parent, children in by_parent.items():
+            if listed is not None:
+                listed(parent, children)
+                continue
             try:
                 if not executions.push(parent, "children", children):
                     LOG.warning("executions %s requested, their parent %s is gone", ", ".join(children), parent)

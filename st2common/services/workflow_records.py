@@ -14,16 +14,24 @@ A task execution is planned (its id chosen) with the write that asks for its
 first child, named in that write's ``pending`` entries, and stored once, when
 its status first becomes one it keeps (completed, or pending or paused): it is
 history, so nothing waits for it while the task runs. A child's completion
-stores it just after the write that applies it, once the next children are
-requested (``flush_records``): the way from one task to the next waits for
-one write fewer. That write keeps the task's pending entry, which a later write
-drops once the record is stored; a workflow's last write waits for its
-records. An engine that meets a child whose task execution it does not hold
-(another engine copy planned it, or this one restarted) rebuilds it from the
-pending entry naming its id (``recover_task``); an entry kept for a record
-(marked ``unrecorded``) that its engine stopped before storing is stored from
-the entry by the next write of any engine (``_record_orphan``), so nothing is
-requested twice or lost.
+stores it after the write that applies it: RECORD_LINGER seconds later, with
+the records of the tasks that completed meanwhile, in one insert
+(``linger_records``), so the way from one task to the next waits for one write
+fewer and a chain of tasks shares its inserts. The writes until then keep the
+task's pending entry, marked ``unrecorded``, which a later write drops once the
+record is stored; a workflow's last write waits for its records. An engine
+that meets a child whose task execution it does not hold (another engine copy
+planned it, or this one restarted) rebuilds it from the pending entry naming
+its id (``recover_task``); an entry kept for a record (marked ``unrecorded``)
+that its engine stopped before storing is stored from the entry by the next
+write of any engine (``_record_orphan``), so nothing is requested twice or lost.
+
+The children a workflow requests join its execution's ``children`` the same
+way: with the next flush_records, those of several tasks in one write, and
+before the write that ends the workflow. An engine that stops in between
+leaves a child unlisted: the engine that ends a workflow it did not hold from
+its start lists what is missing (WorkflowService._list_lost); the writes add
+only what a list lacks, so a late one lists nothing twice.
 
 Changes of one workflow in one process take turns (a lock per workflow), so
 children completing together (with-items, branches) queue up rather than
@@ -67,6 +75,10 @@ _KEY = "key:"
 _HELD_WORKFLOWS = 1000
 _WAITING = (statuses.PENDING, statuses.PAUSED)
 _NOT_STARTED = (statuses.REQUESTED, statuses.SCHEDULED, statuses.DELAYED)
+# Seconds the records a change completed wait for those of the next changes of their workflow (one insert for all).
+RECORD_LINGER = 0.05
+# Seconds before records that could not be stored are tried again.
+RECORD_RETRY = 1.0
 
 
 def plain(value: Any) -> Any:
@@ -119,13 +131,16 @@ class HeldWorkflow:
     spec: dict[str, Any]
     context: dict[str, Any]
     notify: dict[str, Any]
+    # True while this process has written every change since the workflow's start (read while requested,
+    # never missed a write since): then it requested every child, and listed or lists them itself.
+    sole: bool = False
 
     @classmethod
     def of(cls, workflow: WorkflowExecutionDB) -> "HeldWorkflow":
         """The held record of a stored workflow execution."""
         return cls(workflow.pk, workflow.action_execution, workflow.status, workflow.revision or 0,
                    plain(workflow.pending), plain(workflow.spec) or {}, plain(workflow.context) or {},
-                   plain(workflow.notify) or {})
+                   plain(workflow.notify) or {}, sole=workflow.status == statuses.REQUESTED)
 
     def written(self, fields: dict[str, Any]) -> "HeldWorkflow":
         """This record as a set_if of fields (state_fields, plus pending) stored it."""
@@ -225,6 +240,10 @@ class WorkflowRecords:
         self._turns: dict[str, list] = {}
         # Task executions whose status a write applied, to store after it (flush_records), by workflow.
         self._deferred: dict[str, list[tuple[TaskExecutionDB, dict[str, Any]]]] = {}
+        # Children requested and not yet listed in their workflow's execution, by workflow: (parent, ids).
+        self._unlisted: dict[str, tuple[str, list[str]]] = {}
+        # Workflows whose deferred records or children a timer will store (linger_records).
+        self._lingering: set[str] = set()
 
     def mutate(self, workflow_id: Any, change: Callable[[HeldWorkflow, WorkflowConductor], bool],
                monotonic: bool = False,
@@ -241,12 +260,11 @@ class WorkflowRecords:
         Changes of one workflow in this process take turns, so they never miss
         each other's writes. before_write(conductor), when given, runs after a
         change and before its write (the task executions it completes are stored
-        there, under the same turn, or left to flush_records).
+        there, under the same turn, or left to flush_records); the records left
+        to store are stored before a write that ends the workflow.
         """
         key = str(workflow_id)
         with self._turn(key):
-            # Records an earlier change left to store (its flush failed, or has not come yet) go first.
-            self.flush_records(key)
             for attempt in range(CAS_ATTEMPTS):
                 held = self._held.pop(key, None)
                 workflow, conductor = held if held is not None else self._load(workflow_id)
@@ -268,6 +286,10 @@ class WorkflowRecords:
                                                    zip(next_tasks, planned) for a in t.actions] or None
                 elif workflow.pending:
                     self._carried(workflow, conductor)
+                if fields["status"] in statuses.COMPLETED:
+                    # Its last write drops every pending entry: the records they keep, and the children
+                    # not listed yet, go first.
+                    self.flush_records(key)
                 # The write's own copy back would cost a conversion of the whole record: the held
                 # one takes the written values instead (the same values a read would give).
                 if self.workflows.set_if(workflow.pk, {"revision": workflow.revision}, fields):
@@ -347,7 +369,8 @@ class WorkflowRecords:
         The first status a task keeps (completed, pending, paused) stores the
         task execution this process holds unstored, those of several tasks in
         one insert: one write for a task that runs and completes. With defer,
-        unless the workflow is over, those are stored by flush_records instead.
+        those are left to flush_records (mutate stores them before a write that
+        ends the workflow).
         """
         changed: dict[str, tuple[TaskExecutionDB, dict[str, Any]]] = {}
         for task, child in seen:
@@ -356,11 +379,18 @@ class WorkflowRecords:
                 changed[str(task.pk)] = (task, changes)
         new = [(task, changes) for key, (task, changes) in changed.items() if key in self._unstored]
         stored = [(task, changes) for key, (task, changes) in changed.items() if key not in self._unstored]
-        if new and defer and conductor.get_workflow_status() not in statuses.COMPLETED:
+        if new and defer:
             for task, changes in new:
                 for name, value in changes.items():
                     setattr(task, name, value)
-                self._deferred.setdefault(task.workflow_execution, []).append((task, changes))
+                deferred = self._deferred.setdefault(task.workflow_execution, [])
+                # A task that changes again before it is stored (pending, then completed) is stored once.
+                for held, held_changes in deferred:
+                    if held is task:
+                        held_changes.update(changes)
+                        break
+                else:
+                    deferred.append((task, changes))
             new = []
         if len(new) > 1:
             self._insert_tasks(new)
@@ -370,9 +400,56 @@ class WorkflowRecords:
             self.tasks.set_if(task.pk, {}, changes)
             task.status = changes["status"]
 
-    def flush_records(self, workflow_id: Any) -> None:
-        """Store the task executions record_tasks deferred for a workflow (kept for a retry if that fails)."""
+    def list_children(self, workflow_id: Any, parent: str, children: list[str]) -> None:
+        """Children requested for a workflow: listed in its execution's children by the next flush_records."""
+        held = self._unlisted.setdefault(str(workflow_id), (parent, []))
+        held[1].extend(children)
+
+    def linger_records(self, workflow_id: Any, delay: float = RECORD_LINGER) -> None:
+        """flush_records for a workflow delay seconds from now, with what it defers meanwhile."""
         key = str(workflow_id)
+        if key in self._lingering or not (self._deferred.get(key) or self._unlisted.get(key)):
+            return
+        self._lingering.add(key)
+        eventlet.spawn_after(delay, self._flush_later, key)
+
+    def _flush_later(self, key: str) -> None:
+        self._lingering.discard(key)
+        try:
+            # Under the workflow's turn: a change never meets records on their way to the database.
+            with self._turn(key):
+                self.flush_records(key)
+        except StackStormBaseException as exc:
+            # Their pending entries stay in the workflow's writes meanwhile: nothing is lost.
+            LOG.warning("workflow execution %s: records and children not stored yet: %s", key, exc)
+            self.linger_records(key, RECORD_RETRY)
+
+    def flush_all(self) -> None:
+        """flush_records for every workflow now (an engine stopping); what fails is left to recovery."""
+        for key in list(self._deferred) + [key for key in self._unlisted if key not in self._deferred]:
+            try:
+                with self._turn(key):
+                    self.flush_records(key)
+            except StackStormBaseException as exc:
+                LOG.warning("workflow execution %s: records and children not stored: %s", key, exc)
+
+    def flush_records(self, workflow_id: Any) -> None:
+        """List a workflow's children requested since, and store the task executions record_tasks deferred.
+
+        What fails is kept for a retry.
+        """
+        key = str(workflow_id)
+        unlisted = self._unlisted.pop(key, None)
+        if unlisted:
+            parent, children = unlisted
+            try:
+                # A repeat (the completion's check got there first) lists nothing twice.
+                if not self.executions.add_to_set(parent, "children", children):
+                    LOG.warning("executions %s requested, their parent %s is gone", ", ".join(children), parent)
+            except StackStormBaseException:
+                newer = self._unlisted.pop(key, (parent, []))
+                self._unlisted[key] = (parent, children + newer[1])
+                raise
         deferred = self._deferred.pop(key, None)
         if not deferred:
             return

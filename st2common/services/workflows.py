@@ -23,13 +23,15 @@ children of one workflow at once, and a redelivered child update is a no-op
 attempt).
 
 Children are requested after the state that asks for them is stored, and the
-same write lists them in ``pending``; the engine's sweep (st2workflowengine.handler)
+same write names them in ``pending``; the engine's sweep (st2workflowengine.handler)
 applies children that completed while no engine was listening and requests
 pending children that do not exist, so a crash between the two loses nothing
 and runs nothing twice. A task execution is stored once, under the id its
-pending entry chose, just before the write that applies its completion (or
-its wait, pending or paused): an engine that meets a child whose task
-execution it does not hold rebuilds it from that entry (recover_task).
+pending entry chose, a moment after the write that applies its completion (or
+its wait, pending or paused), with those of the workflow's next changes: an
+engine that meets a child whose task execution it does not hold rebuilds it
+from that entry (recover_task). The children join their workflow's execution's
+``children`` list the same way (st2common.services.workflow_records).
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ from typing import Any, Callable
 from bson import ObjectId
 
 from st2common import config, masking, statuses
-from st2common.exceptions import (NotFoundError, ParameterError, StaleRecordError, TransitionError,
-                                  ValidationError)
+from st2common.exceptions import (NotFoundError, ParameterError, StackStormBaseException, StaleRecordError,
+                                  TransitionError, ValidationError)
 from st2common.models.api.base import isotime
 from st2common.models.db.action import ActionDB
 from st2common.models.db.execution import ExecutionDB
@@ -76,6 +78,8 @@ CHILD_FIELDS = ("id", "status", "result", "end_timestamp")
 # Merged parameter schemas of the actions workflows name, by ref (None: no such action); read-only.
 ACTION_SCHEMAS = RecordCache("workflow action schemas", (ActionDB, RunnerTypeDB), executions.LOOKUP_TTL,
                              executions.LOOKUP_WATCHED_TTL)
+# The size of a running workflow's result, {}, as executions.limit_result counts it.
+_EMPTY_RESULT_SIZE = len("{}")
 # Status of a workflow's action execution -> the status the workflow is asked to take.
 _CONTROL = {statuses.PAUSING: statuses.PAUSING, statuses.RESUMING: statuses.RESUMING,
             statuses.CANCELING: statuses.CANCELING, statuses.CANCELED: statuses.CANCELING}
@@ -157,12 +161,13 @@ def _adopt(execution: ExecutionDB, context: dict[str, Any], workflow_id: str) ->
 
     Without a worker id the sweep never abandons it when the action runner that
     started it stops: the workflow engine, not that process, now carries it.
+    The runner's result while the workflow runs ({}) is stored by the same
+    write: the action runner then records nothing (RunResult.recorded).
     """
     info = {k: v for k, v in dict(execution.runner_info or {}).items() if k != "worker_id"}
-    # Nothing is read back: the action runner's end of the run reads the record whole.
     Access(ExecutionDB).set_if(execution.pk, {}, {
         "context": {**context, "workflow_execution": workflow_id}, "runner_info": info,
-        "workflow_execution": workflow_id})
+        "workflow_execution": workflow_id, "result": {}, "result_size": _EMPTY_RESULT_SIZE})
 
 
 def request_rerun(publish: Callable[[str, str, dict], None], execution_id: str, original_id: str,
@@ -233,8 +238,8 @@ class WorkflowService(WorkflowRecords):
         """Act on a stored change: request the next children, then show the new status on the execution."""
         while outcome is not None:
             failures = self.request_children(outcome.workflow, outcome.next_tasks)
-            # The records of the tasks this change completed: after the next children, off their way.
-            self.flush_records(outcome.workflow.pk)
+            # The records of the tasks this change completed: a little later, with those of the next changes.
+            self.linger_records(outcome.workflow.pk)
             self._sync_execution(outcome)
             outcome = self.fail_requests(outcome.workflow.pk, failures) if failures else None
 
@@ -243,9 +248,9 @@ class WorkflowService(WorkflowRecords):
         """mutate's before_write for children's events: their task executions brought in line.
 
         Before the workflow's write, so a workflow never shows its end before
-        its tasks show theirs; with defer, the records of a workflow not over
-        are stored by flush_records after it (advance), their pending entries
-        kept by the write until then.
+        its tasks show theirs; with defer, the records are stored by
+        flush_records after it (advance lingers them; a write that ends the
+        workflow stores them first), their pending entries kept until then.
         """
         return lambda conductor: self.record_tasks(conductor, seen, defer=defer)
 
@@ -440,8 +445,10 @@ class WorkflowService(WorkflowRecords):
             return failures
         failed = {(task.seq, task.attempt) for task, _ in failures}
         error = None
-        # One insert for all of them (branches of a split, items): each then joins its parent and is announced.
-        outcomes = executions.request_many(self.publisher, [child for *_, child in prepared], parents_held=True)
+        # One insert for all of them (branches of a split, items), each announced; listed in their parent's
+        # children by the next flush_records (advance lingers it), with the children requested meanwhile.
+        outcomes = executions.request_many(self.publisher, [child for *_, child in prepared], parents_held=True,
+                                           listed=lambda parent, ids: self.list_children(workflow.pk, parent, ids))
         for (task, record, action, child), outcome in zip(prepared, outcomes):
             if isinstance(outcome, (NotFoundError, ValidationError)):
                 if (task.seq, task.attempt) not in failed:
@@ -524,6 +531,19 @@ class WorkflowService(WorkflowRecords):
             return True
         return self.mutate(workflow_id, change)
 
+    def _list_lost(self, execution: ExecutionDB) -> None:
+        """List the children a workflow's execution lacks (an engine stopped before it listed them), in their order."""
+        listed = set(execution.children or [])
+        try:
+            found = self.executions.query({"parent": str(execution.pk)}, only=("id",), order_by=["start_timestamp"])
+            lost = [str(child.pk) for child in found if str(child.pk) not in listed]
+            if lost:
+                LOG.info("execution %s: %d children listed that an engine did not list", execution.pk, len(lost))
+                self.executions.add_to_set(execution.pk, "children", lost)
+        except StackStormBaseException as exc:
+            # The workflow's end matters more than its list: it is written all the same.
+            LOG.warning("execution %s: children not checked: %s", execution.pk, exc)
+
     def _cascade(self, execution: ExecutionDB, wanted: str) -> None:
         """Pass a pause, resume or cancel on to the children that take it."""
         for child in self.executions.query({"parent": str(execution.pk)},
@@ -542,15 +562,22 @@ class WorkflowService(WorkflowRecords):
             return
         target = statuses.RUNNING if status == statuses.RESUMING else status
         changes = {"result": outcome.conductor.result()} if status in statuses.COMPLETED else {}
+        # A workflow another process had a hand in may have children it requested and never listed.
+        check = status in statuses.COMPLETED and not outcome.workflow.sole
         for _ in range(CAS_ATTEMPTS):
-            # What a status change reads and rewrites: not the children, parameters and result it holds.
+            # What a status change reads and rewrites: not the parameters and result it holds (nor the children,
+            # unless they are checked).
             execution = self.executions.get_fields(outcome.workflow.action_execution,
-                                                   ("id", "status", "log", "parent", "runner"))
+                                                   ("id", "status", "log", "parent", "runner")
+                                                   + (("children",) if check else ()))
             if execution is None:
                 LOG.warning("workflow execution %s: its execution is gone", outcome.workflow.pk)
                 return
             if execution.status == target or execution.status in statuses.COMPLETED:
                 return
+            if check:
+                self._list_lost(execution)
+                check = False
             via = ()
             if not statuses.is_transition_valid("execution", execution.status, target):
                 via = (statuses.RUNNING,)

@@ -53,7 +53,8 @@ class OrquestaRunner(ActionRunner):
         notify = self.ctx.runner_parameters.get("notify") or []
         workflows.request(self._publish, self.ctx.execution_id, spec, dict(self.ctx.action_parameters),
                           notify_tasks=list(notify), settings=self.ctx.settings, execution=self.ctx.record)
-        return RunResult(statuses.RUNNING, {})
+        # Its result ({}) was stored with the write that handed the execution to the engine.
+        return RunResult(statuses.RUNNING, {}, recorded=True)
 
     def _rerun(self, rerun: dict) -> RunResult:
         try:
@@ -62,7 +63,7 @@ class OrquestaRunner(ActionRunner):
         except (NotFoundError, ValidationError, TransitionError, StaleRecordError) as exc:
             message = f"{type(exc).__name__}: {exc}"
             return RunResult(statuses.FAILED, {"errors": [{"type": "error", "message": message}], "output": None})
-        return RunResult(statuses.RUNNING, {})
+        return RunResult(statuses.RUNNING, {}, recorded=True)
 
     def _publish(self, exchange: str, routing_key: str, body: dict) -> None:
         if self.ctx.publish is None:
