@@ -15,17 +15,10 @@ from st2common import statuses
 from st2common.models.db.execution import ExecutionDB
 from st2common.models.db.workflow import TaskExecutionDB, WorkflowExecutionDB
 from st2common.persistence.access import Access
-from st2common.services.workflows import WorkflowService
-from st2common.transport.connection import make_connection
+from test_workflow_task_records import apply_step2_then_stop
 from workflowsupport import embedded, platform  # noqa: F401 (fixtures)
 
 STEPS = ["step1", "step2", "step3", "step4", "step5"]
-
-
-def purge_updates(platform) -> None:
-    """Drop the queued execution updates, as the embedded bus loses what a killed consumer held."""
-    with make_connection(platform.settings.messaging) as conn:
-        platform.publisher.topology.work_queue("workflow.action.update")(conn.channel()).purge()
 
 
 def listed(execution) -> list[str]:
@@ -48,20 +41,9 @@ def test_a_finished_workflow_lists_every_child_once_in_order(platform):
 
 
 def test_a_child_an_engine_did_not_list_before_it_stopped_is_listed_by_the_engine_that_ends_the_workflow(platform):
-    # Given a slow chain whose engine stopped while step2 ran
-    execution = platform.request("wf_pack.slow_chain", {"pause": 0.2})
-    step = platform.wait_for_task(execution, "step2", statuses.RUNNING)
-    platform.engines.pop().stop()
-    step = platform.wait_for(step.pk, statuses.COMPLETED)
-    purge_updates(platform)
-    # And an engine that applied step2's completion, requested step3's child and stopped before listing it
-    crashed = WorkflowService(platform.settings, platform.publisher)
-    orquesta = step.context["orquesta"]
-    task = crashed.task(orquesta["task_execution_id"], orquesta["workflow_execution_id"])
-    outcome = crashed.mutate(task.workflow_execution,
-                             lambda _w, conductor: crashed.apply(conductor, [crashed.event(step, task)]),
-                             before_write=crashed.recording([(task, step)]))
-    assert not crashed.request_children(outcome.workflow, outcome.next_tasks)
+    # Given a slow chain whose engine stopped while step2 ran, and an engine that applied step2's completion,
+    # requested step3's child and stopped before listing it
+    execution, _task, _outcome = apply_step2_then_stop(platform, defer=False)
     step3 = platform.wait_for_task(execution, "step3", statuses.SUCCEEDED)
     assert str(step3.pk) not in listed(execution)
     # When a new engine carries the workflow on to its end
