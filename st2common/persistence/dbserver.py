@@ -26,15 +26,19 @@ import socket
 import struct
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
+import bson
+from bson.codec_options import CodecOptions, TypeRegistry
+from bson.int64 import Int64
+from neosqlite.objectid import ObjectId as NeoObjectId
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.wire_protocol import (
     MAX_MESSAGE_SIZE_BYTES,
     MESSAGE_HEADER_SIZE,
     OP_MSG,
     OP_QUERY,
-    ResponseBuilder,
     WireProtocol,
     _get_next_request_id,
 )
@@ -46,6 +50,40 @@ LOG = logging.getLogger("st2.dbserver")
 RECV_SIZE = 1 << 20
 # A client that stops reading its reply stalls every other one; past this it is dropped.
 SEND_TIMEOUT = 30.0
+
+
+def _bson_value(value):
+    """What BSON stores for a value of neosqlite's own types (called for types BSON has no form for)."""
+    if isinstance(value, NeoObjectId):
+        return bson.ObjectId(value.binary)
+    if isinstance(value, Decimal):
+        return bson.Decimal128(value)
+    return value  # bson then names the type it cannot encode
+
+
+# nx-27017 copies every reply document to turn those into BSON's types first; the
+# encoder's hook meets only them (a reply holding a 2.5 KB execution: 52 -> 13 us).
+_REPLY_CODEC = CodecOptions(type_registry=TypeRegistry(fallback_encoder=_bson_value))
+
+
+def _reply_document(document: dict) -> bytes:
+    """A reply document in BSON; a cursor id of 0 as a 64-bit integer, as a cursor id is."""
+    cursor = document.get("cursor")
+    if isinstance(cursor, dict) and type(cursor.get("id")) is int and cursor["id"] == 0:
+        document = {**document, "cursor": {**cursor, "id": Int64(0)}}
+    return bson.encode(document, codec_options=_REPLY_CODEC)
+
+
+def op_msg_reply(request_id: int, response_to: int, document: dict) -> bytes:
+    """An OP_MSG reply holding one document."""
+    body = b"\x00\x00\x00\x00\x00" + _reply_document(document)
+    return struct.pack("<iiii", 16 + len(body), request_id, response_to, WireProtocol.OP_MSG) + body
+
+
+def op_reply(request_id: int, response_to: int, documents: list[dict]) -> bytes:
+    """An OP_REPLY (to a legacy OP_QUERY) holding documents."""
+    body = struct.pack("<Iqii", 0, 0, 0, len(documents)) + b"".join(map(_reply_document, documents))
+    return struct.pack("<iiii", 16 + len(body), request_id, response_to, WireProtocol.OP_REPLY) + body
 
 
 class _Sections(list):
@@ -158,8 +196,7 @@ class WireServer:
             except Exception as exc:  # noqa: BLE001 - the client gets the error, the server goes on
                 LOG.exception("command failed")
                 document = {"ok": 0, "errmsg": str(exc)}
-            return ResponseBuilder.build_op_msg_reply(
-                request_id=_get_next_request_id(), response_to=request_id, document=document)
+            return op_msg_reply(_get_next_request_id(), request_id, document)
         if opcode == WireProtocol.OP_QUERY:
             try:
                 msg = OP_QUERY.parse(message)
@@ -168,9 +205,8 @@ class WireServer:
             except Exception as exc:  # noqa: BLE001
                 LOG.exception("legacy query failed")
                 documents = [{"ok": 0, "errmsg": str(exc)}]
-            return ResponseBuilder.build_reply(_get_next_request_id(), request_id, documents)
-        return ResponseBuilder.build_op_msg_reply(
-            request_id=0, response_to=request_id, document={"ok": 0, "errmsg": f"Unsupported opcode: {opcode}"})
+            return op_reply(_get_next_request_id(), request_id, documents)
+        return op_msg_reply(0, request_id, {"ok": 0, "errmsg": f"Unsupported opcode: {opcode}"})
 
     def _close(self, client: Client) -> None:
         try:

@@ -74,6 +74,24 @@ def test_a_message_sent_in_pieces_is_answered_once_whole(server):
         assert read_reply(sock) == (7, {"ok": 1.0})
 
 
+def test_replies_hold_bson_types_at_every_depth(server, client):
+    things = client.st2.things
+    first, second = bson.ObjectId(), bson.ObjectId()
+    things.insert_one({"_id": first, "price": 1.1, "id": 0,
+                       "links": [{"to": second, "ids": [first, second]}], "at": datetime.datetime(2026, 11, 22, 3, 0)})
+    doc = things.find_one({"_id": first})
+    assert type(doc["_id"]) is bson.ObjectId and doc["links"] == [{"to": second, "ids": [first, second]}]
+    assert type(doc["links"][0]["ids"][1]) is bson.ObjectId
+    assert doc["price"] == 1.1 and doc["id"] == 0
+    assert doc["at"] == datetime.datetime(2026, 11, 22, 3, 0)
+    with connect(server) as sock:
+        sock.sendall(op_msg(3, {"find": "things", "filter": {}, "$db": "st2"}))
+        _, reply = read_reply(sock)
+    # an exhausted cursor's id is a 64-bit 0, as MongoDB sends it
+    assert reply["ok"] == 1 and type(reply["cursor"]["id"]) is bson.int64.Int64 and reply["cursor"]["id"] == 0
+    assert [each["_id"] for each in reply["cursor"]["firstBatch"]] == [first]
+
+
 def test_two_messages_in_one_write_get_two_replies_in_order(server):
     with connect(server) as sock:
         sock.sendall(op_msg(1, {"ping": 1, "$db": "admin"}) + op_msg(2, {"ping": 1, "$db": "admin"}))

@@ -6,7 +6,7 @@ import datetime
 
 import pymongo
 import pytest
-from bson import ObjectId
+from bson import Binary, ObjectId
 from nx_27017.handler import NeoSQLiteHandler
 
 from st2common.persistence import dbserver, dbwrites
@@ -14,6 +14,7 @@ from st2common.persistence.embedded import EmbeddedMongo
 from testsupport import free_port
 
 STAMP = datetime.datetime(2026, 11, 21, 19, 0, 0, 123000)
+REF = ObjectId()
 
 
 def command(body: dict) -> dict:
@@ -51,6 +52,9 @@ UPDATES = [
     (lambda ids: {"_id": ids[2]}, {"$push": {"tags": {"$each": ["w"], "$slice": -1}}}, False),  # nx-27017's
     (lambda ids: {"_id": ids[2]}, {"$push": {"status": "w"}}, False),  # not a list: Mongo refuses it
     (lambda ids: {"_id": ids[0]}, {"$push": {"tags": {"$each": []}}}, False),  # changes nothing
+    # ObjectIds at every depth (bytes too are stored as an insert stores them, below; nx-27017's own
+    # update of a document it rewrites in Python cannot hold them)
+    (lambda ids: {"_id": ids[1]}, {"$set": {"ref": REF, "refs": {"ids": [REF, {"at": STAMP, "id": REF}]}}}, False),
 ]
 
 
@@ -72,6 +76,27 @@ def test_each_update_leaves_the_documents_and_answers_nx27017_would(handler):
         assert (fast["n"], fast.get("writeErrors") is None) == (slow["n"], slow.get("writeErrors") is None), update
         assert stored(handler, "fast") == stored(handler, "slow"), update
     assert stored(handler, "fast")[0]["log"][1]["at"] == STAMP  # a date, not its text
+
+
+def raw_data(handler, collection: str) -> list[str]:
+    """The JSON text each stored document is kept as, in insertion order."""
+    return [row[0] for row in handler.conn.db.execute(f'SELECT data FROM "{collection}" ORDER BY id')]
+
+
+def test_an_insert_stores_the_text_nx27017_stores(handler):
+    first, second = ObjectId(), ObjectId()
+    documents = [{"_id": first, "at": STAMP, "blob": b"\x00\x01", "uuid": Binary(b"u" * 16, 4), "none": None,
+                  "nested": {"ids": [second, {"id": first, "at": [STAMP]}], "f": 0.5, "big": 2 ** 40}},
+                 {"n": 1, "ref": second}]
+    _, fast = handler.handle_insert(command({"insert": "fast", "documents": [dict(doc) for doc in documents]}))
+    _, slow = NeoSQLiteHandler.handle_insert(handler, command({"insert": "slow",
+                                                               "documents": [dict(doc) for doc in documents]}))
+    assert fast["n"] == slow["n"] == 2
+    fast_rows, slow_rows = raw_data(handler, "fast"), raw_data(handler, "slow")
+    assert fast_rows[0] == slow_rows[0]
+    # (the second was given no _id: each path made its own)
+    assert [fast_rows[1].replace(str(doc["_id"]), "ID") for doc in stored(handler, "fast") if "n" in doc] == \
+        [slow_rows[1].replace(str(doc["_id"]), "ID") for doc in stored(handler, "slow") if "n" in doc]
 
 
 @pytest.mark.parametrize("new", [True, False])
