@@ -26,7 +26,8 @@ full matching rules decide, arrays and all), and a write SQLite refuses (a
 unique index), undone first, so that nx-27017 answers the error as it does.
 
 Inserts and updates that do go to neosqlite skip its deepcopy and second
-JSON check (``lean_insert``, ``tree_copy``); ``install`` puts both in place.
+JSON check (``lean_insert``, ``tree_copy``), and so do its projections of
+what a find read; ``install`` puts them in place.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from bson import ObjectId as BsonObjectId
 from neosqlite._sqlite import sqlite3
 from neosqlite.binary import Binary
 from neosqlite.collection.json_helpers import NeoSQLiteJSONEncoder, neosqlite_json_dumps
-from neosqlite.collection.query_helper import update_operations
+from neosqlite.collection.query_helper import aggregation, update_operations
 from neosqlite.collection.query_helper.crud_operations import CRUDOperationsMixin
 from neosqlite.collection.query_helper.utils import _convert_bytes_to_binary
 from neosqlite.exceptions import MalformedDocument
@@ -55,13 +56,16 @@ _ROUTINE = frozenset({"$db", "lsid", "ordered", "$clusterTime", "$readPreference
 
 
 def install() -> None:
-    """Make neosqlite's insert and Python-update paths lean in this process (the database server's)."""
-    if not callable(getattr(CRUDOperationsMixin, "_internal_insert", None)) or not hasattr(update_operations,
-                                                                                          "deepcopy"):
+    """Make neosqlite's insert, Python-update and projection paths lean in this process (the database server's)."""
+    if not callable(getattr(CRUDOperationsMixin, "_internal_insert", None)) or not all(
+            hasattr(module, "deepcopy") for module in (update_operations, aggregation)):
         # pyproject.toml pins the neosqlite releases these were checked on; another one must be checked again.
         raise RuntimeError("this neosqlite release does not have the internals dbwrites replaces")
     CRUDOperationsMixin._internal_insert = lean_insert
     update_operations.deepcopy = tree_copy
+    # A find with a projection copies each document it read before picking its fields (the API's
+    # include_attributes: most of the database's CPU for a listing).
+    aggregation.deepcopy = tree_copy
 
 
 # -- neosqlite's own paths, lean -------------------------------------------------------
