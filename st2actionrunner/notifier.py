@@ -121,7 +121,8 @@ class Notifier(Handler):
         self._handed: OrderedDict[str, tuple[float, ExecutionDB]] = OrderedDict()
         self.action_triggers = ActionTriggers(
             publisher, validate=settings.system.validate_trigger_payload, payload=action_trigger_payload,
-            instance_id=lambda execution: instance_id(execution, ACTION_TRIGGER_KIND), one_by_one=self._dispatch_one)
+            instance_id=lambda execution: instance_id(execution, ACTION_TRIGGER_KIND), one_by_one=self._dispatch_one,
+            prefetch=settings.messaging.prefetch_count)
 
     def start(self) -> None:
         """Make sure the trigger types it dispatches exist, and follow the payload validation setting."""

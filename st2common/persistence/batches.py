@@ -32,16 +32,21 @@ class Coalescer(Generic[Request, Result]):
 
     linger() gives the seconds a first request waits for others before its batch
     runs (none by default): for writes nobody waits on, so that requests that
-    come one at a time still share a round trip.
+    come one at a time still share a round trip. A linger ends early once
+    ``enough`` requests wait: each holds a consumer's green thread (and its
+    message) meanwhile, so a burst must not hold them all for the whole linger.
     """
 
     def __init__(self, run: Callable[[list[Request]], list[Result]], batch_size: int = DEFAULT_BATCH_SIZE,
-                 linger: Callable[[], float] | None = None) -> None:
+                 linger: Callable[[], float] | None = None, enough: int | None = None) -> None:
         self.run = run
         self.batch_size = batch_size
         self.linger = linger
+        self.enough = min(enough or batch_size, batch_size)
         self._waiting: list[tuple[Request, Event]] = []
         self._running = False
+        # Set while a linger is under way: sent when enough requests wait.
+        self._lingering: Event | None = None
 
     def __call__(self, request: Request) -> Result:
         """The result of one request, once its batch ran; the batch's exception if it failed."""
@@ -50,6 +55,8 @@ class Coalescer(Generic[Request, Result]):
         if not self._running:
             self._running = True
             eventlet.spawn_n(self._drain)
+        elif self._lingering is not None and len(self._waiting) >= self.enough and not self._lingering.ready():
+            self._lingering.send()
         return waiter.wait()
 
     def _drain(self) -> None:
@@ -78,8 +85,13 @@ class Coalescer(Generic[Request, Result]):
         except Exception:  # the batch then runs at once, and meets the trouble itself
             LOG.debug("coalescer: no linger", exc_info=True)
             return
-        if wait > 0:
-            eventlet.sleep(wait)
+        if wait > 0 and len(self._waiting) < self.enough:
+            self._lingering = Event()
+            try:
+                with eventlet.Timeout(wait, False):
+                    self._lingering.wait()
+            finally:
+                self._lingering = None
 
 
 class Loader:
