@@ -46,10 +46,8 @@ from st2common.persistence.batches import DEFAULT_BATCH_SIZE, Coalescer
 from st2common.services import executions
 from st2common.services import trace as trace_service
 from st2common.services import triggerinstances
+from st2common.services.trace import Link
 from st2common.transport.publisher import Publisher
-
-
-Link = tuple[str, Any, "str | None", "tuple[str, str] | None"]
 
 
 @dataclass

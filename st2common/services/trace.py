@@ -29,6 +29,7 @@ import hashlib
 import logging
 from typing import Any, Iterable, Mapping
 
+import eventlet
 from bson import ObjectId
 
 from st2common.exceptions import ConflictError, ValidationError
@@ -81,10 +82,29 @@ def get(context: TraceContext) -> TraceDB | None:
     return None
 
 
-def create(trace_tag: str) -> TraceDB:
-    """A new trace with this tag."""
-    trace = TraceDB(trace_tag=trace_tag)
-    Access(TraceDB).add_or_update(trace, publish=False)
+# A link as the _link-based helpers take it: (component type, object id, ref, caused_by).
+Link = tuple[str, Any, "str | None", "tuple[str, str] | None"]
+
+
+def create(trace_tag: str, first_link: Link | None = None) -> TraceDB:
+    """A new trace with this tag, and first_link in it when given.
+
+    The trace's id is chosen here, so its first link is written at the same
+    time as the trace: one round trip of a dispatch's latency instead of two.
+    A link whose trace failed to store is left behind: a lookup by the link
+    then finds no trace, and the one who looked starts another.
+    """
+    trace = TraceDB(id=ObjectId(), trace_tag=trace_tag)
+    access = Access(TraceDB)
+    if first_link is None:
+        # A true insert: a save with an id given in advance costs a replace that finds nothing first.
+        access.insert_many([trace], reload=False)
+    else:
+        stored = eventlet.spawn(access.insert_many, [trace], reload=False)
+        try:
+            _link(trace, *first_link)
+        finally:
+            stored.wait()
     RECENT.put(str(trace.pk), trace)
     LOG.debug("trace %s created with tag %s", trace.pk, trace_tag)
     return trace
@@ -158,15 +178,17 @@ def get_or_create(trace_tag: str) -> TraceDB:
     return get(trace_tag) or create(trace_tag)
 
 
-def resolve(context: TraceContext, default_tag: str) -> TraceDB:
-    """The trace a context names, else a new one (tagged as the context says, or default_tag)."""
+def resolve(context: TraceContext, default_tag: str, first_link: Link | None = None) -> TraceDB:
+    """The trace a context names, else a new one (tagged as the context says, or default_tag); first_link in it."""
     trace_id, tag = _context_parts(context)
     if trace_id or tag:
         found = get(context)
         if found is not None:
+            if first_link is not None:
+                _link(found, *first_link)
             return found
     # A tag nobody used yet, or a generated one: no lookup needed.
-    return create(tag or default_tag)
+    return create(tag or default_tag, first_link)
 
 
 def trace_of(component_type: str, object_id: Any) -> TraceDB | None:

@@ -197,12 +197,10 @@ def _plain_json(value: Any, budget: int) -> int:
 def _trace(trace_context: Mapping[str, Any] | str | None, new_trace_tag: str | None, instance_id: Any,
            trigger_ref: str, caused_by: str | None) -> TraceDB:
     """The instance's trace (joined, or started) with the instance linked in it."""
+    link = trace_service.trigger_instance_link(instance_id, trigger_ref, caused_by_execution=caused_by)
     if trace_context is None and new_trace_tag:
-        trace = trace_service.create(new_trace_tag)
-    else:
-        trace = trace_service.resolve(trace_context, trace_service.TRIGGER_INSTANCE_TAG.format(id=instance_id))
-    trace_service.add_trigger_instance(trace, instance_id, trigger_ref, caused_by_execution=caused_by)
-    return trace
+        return trace_service.create(new_trace_tag, link)
+    return trace_service.resolve(trace_context, trace_service.TRIGGER_INSTANCE_TAG.format(id=instance_id), link)
 
 
 def _store_once(instances: Access[TriggerInstanceDB], fields: dict[str, Any],
