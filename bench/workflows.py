@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/workflows.py [--bus embedded|amqp|all] [--runs 5] [--poll 0.1]
+    .venv/bin/python bench/workflows.py [--bus embedded|amqp|all] [--runs 5] [--poll 0.1] [--workflow chain10]
     .venv/bin/python bench/workflows.py --profile [--bus embedded|amqp]
 
 Three workflows of tests/fixtures/packs/wf_pack, each core.noop tasks:
@@ -106,11 +106,13 @@ def server_ms(execution: dict) -> float:
     return (stamp(execution["end_timestamp"]) - stamp(execution["start_timestamp"])) * 1000
 
 
-def measure(platform: Platform, runs: int) -> list[dict]:
-    """One warm-up and runs measured runs of each workflow, with the CPU each process spent on them."""
+def measure(platform: Platform, runs: int, only: list[str] | None = None) -> list[dict]:
+    """One warm-up and runs measured runs of each workflow (or those named in only), with each process's CPU."""
     api = Api(platform)
     results = []
     for action, label, children in WORKFLOWS:
+        if only and action.split(".", 1)[1] not in only:
+            continue
         api.run(action)
         client, server = [], []
         cpu_before = cpu_seconds(platform)
@@ -147,7 +149,7 @@ def report(bus: str, info: dict, results: list[dict], load_end: float) -> None:
     print()
 
 
-def platform_mode(bus: str, amqp_url: str, runs: int) -> None:
+def platform_mode(bus: str, amqp_url: str, runs: int, only: list[str] | None = None) -> None:
     """Start a platform on bus, measure, report, stop."""
     root = Path(tempfile.mkdtemp(prefix="st2bench-wf-"))
     platform = Platform(root, bus_url=amqp_url if bus == "amqp" else "filesystem://", packs=("wf_pack",))
@@ -156,7 +158,7 @@ def platform_mode(bus: str, amqp_url: str, runs: int) -> None:
         if started.returncode != 0:
             raise RuntimeError(started.stdout + started.stderr)
         info = machine()
-        results = measure(platform, runs)
+        results = measure(platform, runs, only)
         report(bus, info, results, os.getloadavg()[0])
     finally:
         platform.stop_and_check()
@@ -274,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="count and profile chain10 in this process")
     parser.add_argument("--top", type=int, default=30, help="functions shown by --profile")
     parser.add_argument("--poll", type=float, default=POLL, help="seconds between a run's GETs")
+    parser.add_argument("--workflow", action="append", choices=[ref.split(".", 1)[1] for ref, _, _ in WORKFLOWS],
+                        help="measure only this workflow (repeatable; default: all three)")
     args = parser.parse_args(argv)
     POLL = args.poll
     buses = ("embedded", "amqp") if args.bus == "all" else (args.bus,)
@@ -281,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             profile_mode(bus, args.amqp_url, args.top)
         else:
-            platform_mode(bus, args.amqp_url, args.runs)
+            platform_mode(bus, args.amqp_url, args.runs, args.workflow)
     return 0
 
 
