@@ -9,10 +9,12 @@ a write's CPU. The shapes the services send on their hot paths are simple:
 | -------------- | ----------------------------------------------------------------- |
 | update         | one statement, no upsert, no array filters; the filter is ``_id`` |
 |                | (an ObjectId or ``$in`` of them) and equalities of top-level      |
-|                | fields to strings or integers; the update ``$set`` / ``$unset``   |
-|                | / ``$inc`` / ``$push`` (a value, or ``$each`` alone) of top-level |
-|                | fields (``$pull`` of fields the documents do not have is the      |
-|                | nothing it is)                                                    |
+|                | fields to strings or integers (or a field that is there and not   |
+|                | null: ``{"$exists": true, "$ne": null}``); the update ``$set`` /  |
+|                | ``$unset`` / ``$inc`` / ``$push`` (a value, or ``$each`` alone)   |
+|                | of top-level fields, ``$addToSet`` of strings to a list field of  |
+|                | one document (``$pull`` of fields the documents do not have is    |
+|                | the nothing it is)                                                |
 | findAndModify  | the same, for one ``_id``, without projection or upsert           |
 | insert         | into a collection that exists, not GridFS's: the documents in one |
 |                | transaction (nx-27017 reads the table list and resolves the       |
@@ -34,8 +36,9 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bson import ObjectId as BsonObjectId
@@ -136,6 +139,8 @@ class _Plan:
     # Whether every matched document is certainly changed (a counter moved, a field
     # the filter pins set to something else): then nothing needs comparing.
     changes: bool
+    # $addToSet: (field, the strings to add, the index in params of the new list), filled in per document.
+    add_to_set: tuple[str, list[str], int] | None = None
 
 
 class _StoredJSON(NeoSQLiteJSONEncoder):
@@ -171,6 +176,7 @@ def _plan(query: Any, update: Any) -> _Plan | None:
     conditions: list[str] = []
     condition_params: list[Any] = []
     pinned: dict[str, Any] = {}
+    present_lists: list[str] = []
     for name, expected in query.items():
         if name == "_id":
             if isinstance(expected, BsonObjectId):
@@ -185,6 +191,11 @@ def _plan(query: Any, update: Any) -> _Plan | None:
             conditions.append(f"json_extract(data, '$.{name}') = ?")
             condition_params.append(expected)
             pinned[name] = expected
+        elif _FIELD.match(name) and isinstance(expected, dict) and expected == _PRESENT_FILTER:
+            conditions.append(f"json_type(data, '$.{name}') IS NOT NULL AND json_type(data, '$.{name}') != 'null'")
+            # Mongo's $ne: null also refuses a list holding a null: nx-27017 decides that one.
+            present_lists.append(f"json_type(data, '$.{name}') != 'array' OR NOT EXISTS "
+                                 f"(SELECT 1 FROM json_each(data, '$.{name}') WHERE type = 'null')")
         else:
             return None
     if ids is None:
@@ -192,9 +203,10 @@ def _plan(query: Any, update: Any) -> _Plan | None:
     removed: list[str] = []
     settings: list[str] = []
     params: list[Any] = []
-    guards: list[str] = []
+    guards: list[str] = present_lists
     seen: set[str] = set()
     changes = False
+    add_to_set = None
     for operator, fields in update.items():
         if not isinstance(fields, dict) or not fields:
             return None
@@ -236,6 +248,18 @@ def _plan(query: Any, update: Any) -> _Plan | None:
                     params.extend(encoded)
                     changes = True
                 guards.append(f"json_type(data, '$.{name}') IS NULL OR json_type(data, '$.{name}') = 'array'")
+            elif operator == "$addToSet":
+                added = _pushed(value)
+                if add_to_set is not None or not added or len(ids) != 1 or not all(
+                        isinstance(item, str) for item in added):
+                    return None
+                # The new list depends on the stored one: computed by add_to_set_params once the row is known.
+                settings.append(f"'$.{name}', json(?)")
+                add_to_set = (name, added, len(params))
+                params.append(None)
+                # A missing field stays missing on nx-27017 (Mongo would make the list), and a field
+                # that is not a list is an error: both nx-27017's to answer.
+                guards.append(f"json_type(data, '$.{name}') = 'array'")
             elif operator == "$pull":
                 # Of a field the document does not have: nothing. Of one it has: nx-27017's work.
                 guards.append(f"json_type(data, '$.{name}') IS NULL")
@@ -247,7 +271,27 @@ def _plan(query: Any, update: Any) -> _Plan | None:
     if settings:
         expression = f"json_set({expression}, {', '.join(settings)})"
     conditions = [f"({condition})" for condition in conditions]
-    return _Plan(ids, conditions, condition_params, guards, expression, params, changes)
+    return _Plan(ids, conditions, condition_params, guards, expression, params, changes, add_to_set)
+
+
+# A filter value meaning "the field is there and is not null", as Access.add_to_set sends it.
+_PRESENT_FILTER = {"$exists": True, "$ne": None}
+
+
+def _with_added(db, table: str, plan: _Plan, row: int) -> _Plan:
+    """plan with its $addToSet list worked out for row's stored list.
+
+    The server answers one command at a time, so the list read here is the one the write replaces.
+    """
+    name, added, index = plan.add_to_set
+    (text,) = db.execute(f"SELECT json_extract(data, '$.{name}') FROM {table} WHERE id = ?", (row,)).fetchone()
+    current = json.loads(text)
+    # Only strings can equal the strings added (Mongo compares by type first): anything else stays as it is.
+    held = {item for item in current if isinstance(item, str)}
+    new = [item for item in dict.fromkeys(added) if item not in held]
+    params = list(plan.params)
+    params[index] = _encode(current + new) if new else text
+    return replace(plan, params=params, changes=plan.changes or bool(new))
 
 
 def _pushed(value: Any) -> list[Any] | None:
@@ -351,6 +395,8 @@ def update(handler, command: dict[str, Any], db_name: str) -> dict[str, Any] | N
         # Some were left out: Mongo's equality also matches arrays holding the value, which
         # the SQL does not see; nx-27017 matches by the full rules.
         return None
+    if plan.add_to_set is not None:
+        plan = _with_added(db, table, plan, found[0][0])
     modified = _apply(db, table, plan, [row for row, _ in found])
     if modified is None:
         return None
@@ -376,6 +422,8 @@ def find_and_modify(handler, command: dict[str, Any], db_name: str) -> dict[str,
     if not found or not found[0][1]:
         return None
     row = found[0][0]
+    if plan.add_to_set is not None:
+        plan = _with_added(db, table, plan, row)
     if not command.get("new"):
         data = db.execute(f"SELECT data FROM {table} WHERE id = ?", (row,)).fetchone()[0]
     if _apply(db, table, plan, [row]) is None:

@@ -15,6 +15,7 @@ from testsupport import free_port
 
 STAMP = datetime.datetime(2026, 11, 21, 19, 0, 0, 123000)
 REF = ObjectId()
+PRESENT = {"$exists": True, "$ne": None}
 
 
 def command(body: dict) -> dict:
@@ -55,6 +56,17 @@ UPDATES = [
     # ObjectIds at every depth (bytes too are stored as an insert stores them, below; nx-27017's own
     # update of a document it rewrites in Python cannot hold them)
     (lambda ids: {"_id": ids[1]}, {"$set": {"ref": REF, "refs": {"ids": [REF, {"at": STAMP, "id": REF}]}}}, False),
+    # a parent's children listed by a workflow engine (Access.add_to_set): repeats are not added
+    (lambda ids: {"_id": ids[0], "tags": {"$exists": True, "$ne": None}},
+     {"$addToSet": {"tags": {"$each": ["x", "q", "r", "q"]}}, "$inc": {"revision": 1}}, False),
+    (lambda ids: {"_id": ids[0], "tags": PRESENT}, {"$addToSet": {"tags": {"$each": ["q", "y"]}}}, False),  # nothing new
+    (lambda ids: {"_id": ids[1], "nope": PRESENT}, {"$addToSet": {"tags": "a"}}, False),  # matches nothing
+    (lambda ids: {"_id": ids[1]}, {"$addToSet": {"children": "b"}}, False),
+    (lambda ids: {"_id": ids[2]}, {"$addToSet": {"kids": {"$each": ["a"]}}}, False),  # no such list: nx-27017's
+    (lambda ids: {"_id": ids[2]}, {"$addToSet": {"tags": {"$each": [1, "x"]}}}, False),  # not all strings
+    (lambda ids: {"_id": ids[2]}, {"$addToSet": {"status": "x"}}, False),  # not a list: Mongo refuses it
+    (lambda ids: {"_id": ids[1]}, {"$push": {"children": None}}, False),
+    (lambda ids: {"_id": ids[1], "children": PRESENT}, {"$addToSet": {"children": "c"}}, False),  # a null inside
 ]
 
 
@@ -151,6 +163,13 @@ def test_the_simple_shapes_are_written_here_and_the_rest_left_to_nx27017(handler
     assert not taken({"_id": ids[0]}, {"$set": {"status": "z"}}, upsert=True)
     assert not taken({"_id": ObjectId()}, {"$set": {"status": "z"}})  # no match: nx-27017 answers
     assert not taken({"_id": {"$in": [ids[0], ObjectId()]}}, {"$set": {"status": "z"}}, multi=True)  # not all
+    assert taken({"_id": ids[1]}, {"$set": {"tags": ["a"]}})
+    assert taken({"_id": ids[1], "tags": PRESENT}, {"$addToSet": {"tags": {"$each": ["a", "b"]}}, "$inc": {"n": 1}})
+    assert taken({"_id": ids[1]}, {"$addToSet": {"tags": "c"}})
+    assert not taken({"_id": ids[1]}, {"$addToSet": {"children": "c"}})  # no such list
+    assert not taken({"_id": ids[1]}, {"$addToSet": {"tags": 3}})
+    assert not taken({"_id": {"$in": ids}}, {"$addToSet": {"tags": "c"}}, multi=True)  # one document only
+    assert not taken({"_id": ids[1], "tags": {"$exists": True}}, {"$addToSet": {"tags": "c"}})
 
 
 def test_a_unique_index_clash_is_a_duplicate_key_error_through_the_server(tmp_path):
