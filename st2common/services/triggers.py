@@ -143,6 +143,17 @@ def lookup_trigger_for(type_ref: str, parameters: Mapping[str, Any] | None) -> T
     return _lookup(("trigger", type_ref, digest), lambda: Access(TriggerDB).get(type=type_ref, parameters_hash=digest))
 
 
+def lookup_triggers_for(type_ref: str, parameters: Mapping[str, Any] | None) -> list[TriggerDB]:
+    """Every trigger of type_ref with these parameters, oldest first (shared: read them, never change them).
+
+    Normally one; two processes creating the same trigger at once can leave two.
+    """
+    digest = parameters_hash(normalize_parameters(type_ref, parameters))
+    # An empty list is a miss: not kept, so a trigger created elsewhere a moment later is found.
+    return _lookup(("triggers", type_ref, digest), lambda: Access(TriggerDB).query(
+        raw={"type": type_ref, "parameters_hash": digest}, order_by=("id",)) or None) or []
+
+
 def lookup_trigger_type(ref: str) -> TriggerTypeDB | None:
     """The trigger type with this ref, or None (shared: read it, never change it)."""
     return _lookup(("trigger type", ref), lambda: Access(TriggerTypeDB).get(ref=ref))

@@ -11,7 +11,7 @@ from test_api_support import api, api_settings, drain, publisher, settings  # no
 from test_api_triggers import DISPATCH_QUEUE, METRIC_TYPE, events_api, make_rule  # noqa: F401 (fixture)
 
 from st2common.models.db.trace import TraceComponentDB, TraceDB
-from st2common.models.db.trigger import TriggerInstanceDB
+from st2common.models.db.trigger import TriggerDB, TriggerInstanceDB, parameters_hash
 
 
 def instances() -> list[TriggerInstanceDB]:
@@ -84,9 +84,22 @@ def test_an_unknown_hook_is_a_404(events_api):
     response = events_api.post_json("/v1/webhooks/nothing/here", {"a": 1}, status=404)
     assert response.json == {"faultstring": "Webhook nothing/here not registered with st2"}
     events_api.get("/v1/webhooks/nothing", status=404)
-    # And a hook whose last rule was deleted is unknown again
+    # And a hook whose last rule was deleted is unknown again at once, though it was just posted to
+    events_api.post_json("/v1/webhooks/deploy", {"a": 1}, status=202)
     events_api.delete("/v1/rules/apitest.on_hook", status=204)
     events_api.post_json("/v1/webhooks/deploy", {"a": 1}, status=404)
+
+
+def test_a_hook_registered_by_another_process_answers_at_once(events_api):
+    # Given a hook nobody registered yet, posted to in vain
+    events_api.post_json("/v1/webhooks/late", {"a": 1}, status=404)
+    # When another process stores its trigger (straight to the database: no event, nothing of this process)
+    TriggerDB(name="late-hook", pack="core", ref="core.late-hook", uid="trigger:core:late-hook", type="core.st2.webhook",
+              parameters={"url": "late"},
+              parameters_hash=parameters_hash({"url": "late"})).save()
+    # Then the next post finds it: a hook not found is not remembered
+    events_api.post_json("/v1/webhooks/late", {"a": 1}, status=202)
+    assert [instance.trigger for instance in instances()] == ["core.late-hook"]
 
 
 def test_st2_hook_dispatches_a_registered_custom_trigger(events_api, api_settings):
