@@ -8,7 +8,7 @@ import weakref
 from typing import Any
 
 import mongoengine as me
-from bson import SON
+from bson import SON, ObjectId
 from mongoengine import signals
 from mongoengine.base.datastructures import BaseDict, BaseList
 
@@ -67,6 +67,50 @@ def json_copy(value: Any) -> Any:
     if isinstance(value, list):
         return [json_copy(item) if isinstance(item, (dict, list)) else item for item in value]
     return value
+
+
+# Leaves mongoengine's to_mongo keeps as they are (an ObjectId field's value among them).
+_STORED_LEAVES = frozenset({str, int, float, bool, type(None), datetime.datetime, ObjectId})
+
+
+class _NotPlain(Exception):
+    """A value holds something mongoengine's to_mongo would convert."""
+
+
+def _stored_copy(value: Any) -> Any:
+    """What mongoengine's to_mongo makes of a value of plain dicts, lists and leaves: a copy of its containers."""
+    kind = type(value)
+    if kind in _STORED_LEAVES:
+        return value
+    if isinstance(value, dict) and all(type(key) is str for key in value):
+        return {key: _stored_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_stored_copy(item) for item in value]
+    raise _NotPlain()
+
+
+_NOTHING = object()
+
+
+def _whole_copy(field: me.fields.ComplexBaseField, value: Any) -> Any:
+    """What mongoengine stores of a whole list or dict field's plain value (a copy of its containers), else _NOTHING.
+
+    mongoengine's own walk converts each nested value, looking for documents:
+    most of the CPU of a status change's log and runner_info.
+    """
+    inner = field.field
+    kind = type(inner)
+    if not isinstance(value, (dict, list)) or not (
+            inner is None or (kind is me.DictField and inner.field is None) or kind is me.StringField):
+        return _NOTHING
+    item_kind = dict if kind is me.DictField else str if kind is me.StringField else None
+    if item_kind is not None and not all(isinstance(item, item_kind)
+                                         for item in (value.values() if isinstance(value, dict) else value)):
+        return _NOTHING
+    try:
+        return _stored_copy(value)
+    except _NotPlain:
+        return _NOTHING
 
 
 def _plain_json(field: me.fields.ComplexBaseField, value: Any) -> bool:
@@ -166,6 +210,16 @@ def _wrap_field_value(field: me.fields.BaseField, instance: Any, value: Any) -> 
 class WholeDictField(me.DictField):
     """A dict field saved as a whole whenever anything in it changes."""
 
+    def to_mongo(self, value, use_db_field=True, fields=None):
+        copy = _whole_copy(self, value)
+        return super().to_mongo(value, use_db_field, fields) if copy is _NOTHING else copy
+
+    def prepare_query_value(self, op, value):
+        if op == "set" and self.field is None:
+            # mongoengine's own path for a set of a dict field without an inner field (escaped, if it is)
+            return self.to_mongo(value)
+        return super().prepare_query_value(op, value)
+
     def to_python(self, value):
         return json_copy(value) if _plain_json(self, value) else super().to_python(value)
 
@@ -175,6 +229,15 @@ class WholeDictField(me.DictField):
 
 class WholeListField(me.ListField):
     """A list field saved as a whole whenever anything in it changes."""
+
+    def to_mongo(self, value, use_db_field=True, fields=None):
+        copy = _whole_copy(self, value)
+        return super().to_mongo(value, use_db_field, fields) if copy is _NOTHING else copy
+
+    def prepare_query_value(self, op, value):
+        # (max_length is ListField's own check of a set value)
+        copy = _whole_copy(self, value) if op == "set" and self.max_length is None else _NOTHING
+        return super().prepare_query_value(op, value) if copy is _NOTHING else copy
 
     def to_python(self, value):
         return json_copy(value) if _plain_json(self, value) else super().to_python(value)
