@@ -471,7 +471,7 @@ class Access(Generic[T]):
         if not oids:
             return 0
         try:
-            query = portable_filter(transform.query(self.model, id__in=oids, **expected))
+            query = portable_filter({"_id": {"$in": oids}, **equality_filter(self.model, expected)})
             result = self.model._get_collection().update_many(query, portable_update(set_update(self.model, changes)))
         except DB_ERRORS as exc:
             raise DatabaseError(f"updating {len(oids)} {self.resource_type}s: {exc}") from exc

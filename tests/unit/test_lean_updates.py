@@ -89,6 +89,12 @@ def outcome(call, *args):
         return str(exc)
 
 
+def test_a_filter_of_many_ids_is_the_one_mongoengine_builds():
+    oids = [ObjectId(), ObjectId()]
+    assert {"_id": {"$in": oids}, **equality_filter(TriggerInstanceDB, {"status": "pending"})} == \
+        transform.query(TriggerInstanceDB, id__in=oids, status="pending")
+
+
 class Plain(me.Document):
     items = WholeListField(me.DictField())
     names = WholeListField(me.StringField())
