@@ -26,7 +26,13 @@ Datasheet (what differs from ``kombu.transport.filesystem``, and why):
   prefetch budget, oldest first across them; what a look leaves is handed out
   by the next polls before the folders are listed again. Stock kombu lists
   (and sorts) the whole folder once per queue per poll and per message, which
-  is quadratic in the backlog.
+  is quadratic in the backlog. With a folder watch (below), a look lists only
+  the folders a message landed in since the channel's last look, as the
+  watch's events tell: the action runner consumes seven queues and mostly one
+  has news, and the look after a delivery, which finds nothing, lists none. It
+  lists them all at its first look, when the watch lost events (its queue
+  overflowed) or does not watch a folder yet, without a watch, and at least
+  every WATCHED_POLL_INTERVAL (Channel._folders_to_list has the argument).
 - Message files are written and read with the plain system calls, not
   eventlet's green ones, and the Publisher hands a message to the channel
   without kombu's Producer (st2common.transport.publisher).
@@ -55,17 +61,19 @@ Datasheet (what differs from ``kombu.transport.filesystem``, and why):
   the kernel wakes only the processes that consume its queue. Watching the one
   shared folder instead woke every platform process for every message, each
   paying a read of the events and a look at its queues (docs/benchmarks.md,
-  "bystander"). It still looks every WATCHED_POLL_INTERVAL for writers inotify
-  cannot see (another host over NFS). Without inotify (other systems, the
-  per-user instance or watch limit reached, or the ``folder_watch`` transport
-  option false) it polls every ``polling_interval``: latency is half of that on
-  average, and each poll costs one listing per consumed queue.
+  "bystander"). It still lists every folder it consumes at least every
+  WATCHED_POLL_INTERVAL, idle or busy, for writers inotify cannot see (another
+  host over NFS). Without inotify (other systems, the per-user instance or
+  watch limit reached, or the ``folder_watch`` transport option false) it polls
+  every ``polling_interval``: latency is half of that on average, and each poll
+  costs one listing per consumed queue.
 - While the prefetch is full of unfinished work a consumer looks again every
   SATURATED_INTERVAL, so draining a backlog does not wait a poll per batch.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -116,8 +124,10 @@ def queue_of(filename: str) -> str | None:
     return filename.partition(".")[2][: -len(SUFFIX)] or None
 
 
+@functools.lru_cache(maxsize=4096)
 def queue_folder(data_folder: str, queue: str) -> str:
     """The folder holding queue's ready messages."""
+    # Cached: a consumer asks for its queues' folders at every look (an invalid name raises, and is not cached).
     # The name becomes a path: nothing that leaves the data folder or hides among its own files.
     if not queue or queue.startswith(".") or os.sep in queue or "\0" in queue:
         raise filesystem.ChannelError(f"invalid queue name for the filesystem bus: {queue!r}")
@@ -130,8 +140,13 @@ def ready_files(data_folder: str, queue: str) -> list[str]:
 
 
 def _ready_names(data_folder: str, queue: str) -> list[str]:
+    return _listing(queue_folder(data_folder, queue))
+
+
+def _listing(folder: str) -> list[str]:
+    """The names of the ready messages in a queue folder, unsorted."""
     try:
-        names = os.listdir(queue_folder(data_folder, queue))
+        names = os.listdir(folder)
     except FileNotFoundError:
         return []
     return [name for name in names if name.endswith(SUFFIX) and not name.startswith(".")]
@@ -146,6 +161,11 @@ class Channel(filesystem.Channel):
         # What the last look found and has not handed out yet, oldest first, and the queues it looked at.
         self._backlog: deque[tuple[str, str]] = deque()
         self._backlog_queues: frozenset[str] = frozenset()
+        # Those queues' folders -> queue names, and (folder watch, its arrivals) as the last look began.
+        self._backlog_folders: dict[str, str] = {}
+        self._looked: tuple[FolderWatch, int] | None = None
+        # When the next look must list every folder, whatever the watch says (writers it cannot see).
+        self._full_look_due = 0.0
         super().__init__(*args, **kwargs)
 
     def _put(self, queue, payload, **kwargs):
@@ -210,6 +230,35 @@ class Channel(filesystem.Channel):
         found.sort()
         return found
 
+    def _ready_news(self, folders: dict[str, str]) -> list[tuple[str, str]]:
+        """(file, queue) of the ready messages in those of folders (folder -> queue) that may have news."""
+        found = [(name, folders[folder]) for folder in self._folders_to_list(folders) for name in _listing(folder)]
+        found.sort()
+        return found
+
+    def _folders_to_list(self, folders: dict[str, str]):
+        """Those of folders a message may have reached since this channel's last look at them; all when unsure.
+
+        The watch counts its wake-ups and stamps each folder with the count when a
+        file landed in it; a look reads the events already pending, then notes the
+        count. A message that lands after a folder was listed is read from the kernel
+        after that note, so its folder is stamped later than it; one read before the
+        note landed before the listing, which sees it. Whatever the look leaves stays
+        in the backlog. So a folder stamped no later than the note holds nothing new.
+        The watch names the folders it cannot vouch for (not watched yet, removed,
+        events lost to an overflow), and every WATCHED_POLL_INTERVAL the look lists
+        all of them anyway.
+        """
+        watch, last = self.connection._watch, self._looked
+        if watch is not None:
+            watch.catch_up()
+        self._looked = None if watch is None else (watch, watch.arrivals)
+        now = monotonic()
+        if watch is None or last is None or last[0] is not watch or now >= self._full_look_due:
+            self._full_look_due = now + WATCHED_POLL_INTERVAL
+            return folders
+        return watch.changed(folders, last[1])
+
     def _get(self, queue):
         """Claim the oldest message of queue (used by basic_get)."""
         for filename, name in self._ready([queue]):
@@ -243,9 +292,13 @@ class Channel(filesystem.Channel):
         another consumer took in between fails to claim and is skipped.
         """
         key = frozenset(queues)
-        if key != self._backlog_queues or not self._backlog:
-            self._backlog = deque(self._ready(queues))
-            self._backlog_queues = key
+        if key != self._backlog_queues:
+            # New queues: what the watch says since the last look does not cover their folders.
+            self._backlog_queues, self._looked = key, None
+            self._backlog_folders = {queue_folder(self.data_folder_in, queue): queue for queue in key}
+            self._backlog = deque(self._ready_news(self._backlog_folders))
+        elif not self._backlog:
+            self._backlog = deque(self._ready_news(self._backlog_folders))
         return self._backlog
 
     def _restore(self, message):
@@ -356,6 +409,8 @@ class Transport(filesystem.Transport):
     _watch_failed = False
     # (when, watch.arrivals, queues) of the last look that found nothing; None when unknown.
     _settled: tuple[float, int, frozenset[str] | None] | None = None
+    # (queues, their folders) as last asked for: the consumed queues rarely change.
+    _folders_of: tuple[frozenset[str] | None, frozenset[str]] = (None, frozenset())
 
     def drain_events(self, connection, timeout=None):
         """Deliver what the next look finds; wait for a queue folder to change only when it had nothing.
@@ -367,12 +422,14 @@ class Transport(filesystem.Transport):
         started = monotonic()
         while True:
             if not self._nothing_new():
+                # Counted before the looks: one channel's look reads the events pending for all of them.
+                arrivals = self._watch.arrivals if self._watch is not None else 0
                 try:
                     self.cycle.get(self._deliver, timeout=timeout)
                     self._settled = None
                     return
                 except Empty:
-                    self._settle()
+                    self._settle(arrivals)
             if timeout is not None and monotonic() - started >= timeout:
                 raise TimeoutError() from None
             self._wait(None if timeout is None else timeout - (monotonic() - started))
@@ -380,14 +437,14 @@ class Transport(filesystem.Transport):
     def _can_consume(self) -> bool:
         return all(channel.qos.can_consume() for channel in self.channels if channel._consumers)
 
-    def _settle(self) -> None:
-        """Remember that a look found nothing, if the watch can tell when that changes."""
+    def _settle(self, arrivals: int) -> None:
+        """Remember that the looks begun at arrivals found nothing, if the watch can tell when that changes."""
         watch = self._watch
         queues = self._consumed_queues()
         # A full prefetch answers Empty without looking: that proves nothing. Nor does a look
         # at queues whose folders are not all watched yet.
         if watch is not None and self._can_consume() and watch.folders == self._queue_folders(queues):
-            self._settled = (monotonic(), watch.arrivals, queues)
+            self._settled = (monotonic(), arrivals, queues)
         else:
             self._settled = None
 
@@ -435,8 +492,12 @@ class Transport(filesystem.Transport):
         return queues or None
 
     def _queue_folders(self, queues: frozenset[str] | None) -> frozenset[str]:
-        data_folder = self.client.transport_options.get("data_folder_in", "data_in")
-        return frozenset(queue_folder(data_folder, queue) for queue in queues or ())
+        known, folders = self._folders_of
+        if queues != known:
+            data_folder = self.client.transport_options.get("data_folder_in", "data_in")
+            folders = frozenset(queue_folder(data_folder, queue) for queue in queues or ())
+            self._folders_of = (queues, folders)
+        return folders
 
     def _folder_watch(self) -> FolderWatch | None:
         if self._watch is None and not self._watch_failed:

@@ -712,8 +712,8 @@ def test_filesystem_bindings_changed_within_one_clock_tick_are_read_again(fs_bus
 def test_filesystem_idle_consumer_does_not_keep_listing_the_folder(fs_bus, monkeypatch):
     # Given a consumer with nothing to do, counting each look at the bus folder
     looks = []
-    ready = FilesystemChannel._ready
-    monkeypatch.setattr(FilesystemChannel, "_ready", lambda self, queues: looks.append(1) or ready(self, queues))
+    ready = FilesystemChannel._ready_news
+    monkeypatch.setattr(FilesystemChannel, "_ready_news", lambda self, folders: looks.append(1) or ready(self, folders))
     handler = Recorder(fs_bus.topology.work_queue("actionrunner.req"))
     fs_bus.consume(handler)
     eventlet.sleep(0.3)
@@ -734,8 +734,8 @@ def test_filesystem_backlog_is_listed_once_and_handed_out_oldest_first(fs_bus, m
     for i in range(300):
         fs_bus.publisher.publish("liveaction.status", "requested", {"id": f"ex{i}"})
     looks = []
-    ready = FilesystemChannel._ready
-    monkeypatch.setattr(FilesystemChannel, "_ready", lambda self, queues: looks.append(1) or ready(self, queues))
+    ready = FilesystemChannel._ready_news
+    monkeypatch.setattr(FilesystemChannel, "_ready_news", lambda self, folders: looks.append(1) or ready(self, folders))
     # When a consumer taking 10 at a time drains them
     handler = Recorder(fs_bus.topology.work_queue("actionrunner.req"), work=lambda body: eventlet.sleep(0.001))
     fs_bus.consume(handler, pool_size=10)
