@@ -21,6 +21,7 @@ import eventlet
 import kombu
 import pytest
 from testsupport import make_settings
+from test_bus import wait_until
 
 from st2common.transport import filesystem
 from st2common.transport.connection import filesystem_folders, make_connection
@@ -93,15 +94,6 @@ def runner(tmp_path, monkeypatch):
     runner = Runner(tmp_path)
     yield runner
     runner.close()
-
-
-def wait_until(predicate, what: str, timeout: float = 10.0) -> None:
-    """Poll predicate until it holds; fail naming what did not happen."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        eventlet.sleep(0.005)
 
 
 def listed_folders(monkeypatch) -> list[list[str]]:
