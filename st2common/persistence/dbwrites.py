@@ -253,7 +253,7 @@ def _plan(query: Any, update: Any) -> _Plan | None:
                 if add_to_set is not None or not added or len(ids) != 1 or not all(
                         isinstance(item, str) for item in added):
                     return None
-                # The new list depends on the stored one: computed by add_to_set_params once the row is known.
+                # The new list depends on the stored one: _with_added works it out once the row is known.
                 settings.append(f"'$.{name}', json(?)")
                 add_to_set = (name, added, len(params))
                 params.append(None)
