@@ -394,28 +394,6 @@ def _new_execution(**values: Any) -> ExecutionDB:
 # value (most of the CPU of a stored shape). Each answers _NOT_PLAIN for a value it cannot vouch for: to_mongo()
 # then does it.
 _NOT_PLAIN = object()
-_LEAVES = (str, int, float, datetime.datetime)
-
-
-def _plain_copy(value: Any) -> Any:
-    """A DictField's or ListField's to_mongo() of plain JSON (dicts, lists, text, numbers, times): a copy."""
-    if isinstance(value, dict):
-        copied = {}
-        for key, item in value.items():
-            item = item if item is None or isinstance(item, _LEAVES) else _plain_copy(item)
-            if item is _NOT_PLAIN:
-                return _NOT_PLAIN
-            copied[key] = item
-        return copied
-    if isinstance(value, (list, tuple)):
-        copied = []
-        for item in value:
-            item = item if item is None or isinstance(item, _LEAVES) else _plain_copy(item)
-            if item is _NOT_PLAIN:
-                return _NOT_PLAIN
-            copied.append(item)
-        return copied
-    return value if value is None or isinstance(value, _LEAVES) else _NOT_PLAIN
 
 
 def _former(field: me.fields.BaseField) -> Callable[[Any], Any]:
@@ -430,13 +408,9 @@ def _former(field: me.fields.BaseField) -> Callable[[Any], Any]:
         return lambda value: value if isinstance(value, datetime.datetime) else _NOT_PLAIN
     if kind is EscapedDictField and field.field is None:
         return lambda value: escape(value) if isinstance(value, (dict, list)) else _NOT_PLAIN
-    inner = type(field.field) if kind in (WholeDictField, WholeListField) else None
-    if kind is WholeListField and inner is me.StringField:
-        return lambda value: list(value) if isinstance(value, list) and all(
-            isinstance(item, str) for item in value) else _NOT_PLAIN
-    if (kind is WholeDictField and field.field is None) or (
-            kind is WholeListField and inner is me.DictField and field.field.field is None):
-        return _plain_copy
+    if kind in (WholeDictField, WholeListField):
+        # Their own to_mongo copies a plain value without mongoengine's walk (models.db.base._whole_copy).
+        return field.to_mongo
     return lambda value: _NOT_PLAIN
 
 
